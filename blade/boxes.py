@@ -40,7 +40,8 @@ def grid_size(size: int, stride: int) -> int:
 
 def cell_centres(size: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """[grid_size] continuous coordinates of the pixel centres sampled at ``stride``."""
-    return torch.arange(stride // 2, size, stride, device=device, dtype=dtype) + 0.5
+    start = min(stride // 2, size)  # an image smaller than stride//2 has no cells
+    return torch.arange(start, size, stride, device=device, dtype=dtype) + 0.5
 
 
 def box_bitmasks(boxes: torch.Tensor, height: int, width: int, stride: int = 1) -> torch.Tensor:

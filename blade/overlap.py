@@ -85,3 +85,28 @@ def occluded_coverage(region_mask: np.ndarray, amodal_mask: np.ndarray,
     if n == 0:
         return float("nan")
     return float((occluded & np.asarray(region_mask, bool)).sum()) / n
+
+
+def coverage_records(item: dict) -> list:
+    """Per instance of an eval-mode dataset item: does R exist, and how much of the true
+    occluded mask does it cover? One dict per instance (build a pandas DataFrame from a list)."""
+    boxes = item["amodal_boxes"]
+    if len(boxes) == 0:
+        return []
+    H, W = item["image"].shape[-2:]
+    regions, has = overlap_regions(boxes)
+    bitmasks = region_bitmasks(boxes, H, W).bool()[:, 0].numpy()
+    rows = []
+    for k in range(len(boxes)):
+        a = item["amodal_masks"][k].numpy()
+        v = item["visible_masks"][k].numpy()
+        box_area = float((boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1]))
+        reg_area = float((regions[k, 2] - regions[k, 0]) * (regions[k, 3] - regions[k, 1]))
+        rows.append({
+            "image_id": item["image_id"], "ann_id": item["ann_ids"][k],
+            "label": int(item["labels"][k]), "occlusion": float(item["occlusion"][k]),
+            "level": int(item["levels"][k]), "has_region": bool(has[k]),
+            "region_share_of_box": reg_area / box_area if box_area > 0 else float("nan"),
+            "coverage": occluded_coverage(bitmasks[k], a, v),
+        })
+    return rows
