@@ -59,7 +59,7 @@ def main(argv=None):
         viz.show_instance_overlap(axes[2, c], item, k)
         axes[2, c].set_title(f"instance {k}: $B_a$, $B_v$, $R$ (magenta)", fontsize=8)
     fig.tight_layout()
-    scenes_png = viz.savefig(fig, os.path.join(args.out, "scenes.png"))
+    scenes_png = viz.savefig(fig, os.path.join(args.out, "scenes.png"), dpi=72)
     plt.close(fig)
 
     print("[3/3] coverage of the occluded masks by the overlap regions")

@@ -136,3 +136,22 @@ def savefig(fig, path: str, dpi: int = 110):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def overlap_view(dataset, scene: int = 0, instance: int = 0, show_pairs: bool = True,
+                 stride: int = 1):
+    """Figure for notebook 01's explorer: the whole scene with every R, and one instance's
+    masks, boxes, pairwise intersections and region bitmask. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    item = dataset[scene]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    show_scene(axes[0], item, masks="amodal", boxes=True, regions=True)
+    axes[0].set_title(f"scene {scene}: amodal outlines, boxes, regions R (dotted)", fontsize=9)
+    show_instance_overlap(axes[1], item, instance, show_pairs=show_pairs, stride=stride)
+    occ = float(item["occlusion"][instance]) if "occlusion" in item else float("nan")
+    axes[1].set_title(f"instance {instance}: {occ:.0%} occluded; bitmask at stride {stride}",
+                      fontsize=9)
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,99 @@
+"""ipywidgets plumbing for the notebooks: controls that redraw a plain ``blade`` function.
+
+An exception raised inside an ipywidgets callback does not fail a notebook run and, in
+JupyterLab, only reaches the browser console. So every explorer here runs its callback through
+:func:`run_safely`, which prints the traceback *into an output area under the picture*
+(where a student, and the browser test, can see it) and keeps it on ``out.last_error``.
+
+The drawing functions themselves live in :mod:`blade.viz` (or the module they explain), are
+called once directly in each notebook (so a bug fails the notebook test), and are unit-tested.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """Render a matplotlib Figure to PNG bytes and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run_safely(out, fn, *args, **kwargs):
+    """Call ``fn``; an exception is printed into the Output widget ``out`` instead of vanishing.
+
+    Returns fn's result, or None after an exception, which is stored as ``out.last_error``
+    (None after a successful call). The previous error text is cleared on every call.
+    """
+    out.last_error = None
+    out.outputs = ()
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # shown to the user instead of vanishing into the JS console
+        out.last_error = e
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__",
+                                                        repr(fn))
+        out.append_stderr(f"Error in widget callback {name}:\n"
+                          + "".join(traceback.format_exception(e)))
+        return None
+
+
+def explorer(render, controls: dict, title: str | None = None):
+    """A VBox of ``controls`` (name -> widget) above the picture ``render(**values)`` returns.
+
+    ``render`` returns a matplotlib Figure; it is re-run whenever a control's value changes and
+    shown in an ``ipywidgets.Image`` (a PNG: light, and it does not stall nbclient the way a
+    large figure inside an Output widget does, jupyter/nbclient#312). Errors go to an Output
+    widget under the picture. The box has ``.update()``, ``.image``, ``.out``, ``.controls``.
+    """
+    import ipywidgets as W
+    from matplotlib.figure import Figure
+
+    out = W.Output()
+    out.last_error = None
+    image = W.Image(format="png")
+
+    def update(_change=None):
+        fig = run_safely(out, render, **{k: w.value for k, w in controls.items()})
+        if isinstance(fig, Figure):
+            image.value = figure_png(fig)
+        return fig
+
+    for w in controls.values():
+        w.observe(update, names="value")
+    header = [W.HTML(f"<b>{title}</b>")] if title else []
+    box = W.VBox(header + [W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")),
+                           image, out])
+    box.update, box.image, box.out, box.controls = update, image, out, controls
+    update()
+    return box
+
+
+def overlap_explorer(dataset):
+    """Notebook 01: pick a scene and an instance, see Eq. 1-6 drawn (``viz.overlap_view``)."""
+    import ipywidgets as W
+
+    from .viz import overlap_view
+
+    n0 = len(dataset[0]["labels"])
+    controls = {
+        "scene": W.IntSlider(value=0, min=0, max=len(dataset) - 1, description="scene"),
+        "instance": W.IntSlider(value=0, min=0, max=max(n0 - 1, 0), description="instance"),
+        "show_pairs": W.Checkbox(value=True, description="R^(i,j) boxes"),
+        "stride": W.Dropdown(options=[1, 4, 8], value=1, description="bitmask stride"),
+    }
+
+    def fit_instance_slider(change):  # keep the instance index valid for the new scene
+        controls["instance"].max = max(len(dataset[change["new"]]["labels"]) - 1, 0)
+
+    controls["scene"].observe(fit_instance_slider, names="value")
+    return explorer(functools.partial(overlap_view, dataset), controls,
+                    title="Overlap regions (Eq. 3-6)")
