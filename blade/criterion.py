@@ -1,0 +1,125 @@
+"""The BLADE training criterion: named loss terms and their weights, switchable per term.
+
+    terms, weights = blade_criterion(outputs, targets, cfg, iteration)
+    total = sum(weights[k] * terms[k] for k in terms)
+
+``outputs`` hold the three branches' mask logits for the N training instances
+(``visible_logits``, ``amodal_logits``, ``region_logits``, each [N,1,H,W]); ``targets`` hold
+``visible_box_masks`` (B_v), ``amodal_box_masks`` (B_a), ``region_masks`` (R) as {0,1} bitmasks
+of the same shape and ``color_similarity`` [N,8,H,W] of each instance's image.
+
+Loss (paper Eq. 7-9):  L = L^v + L^a + L^r with
+  L^v = L_proj(m_v, B_v) + w(it) L_pair(m_v)                         (BoxInst, weights 1/1)
+  L^a = a1 L_proj(m_a, B_a) + a2 w(it) L_pair(m_a) + a3 (l_ne + l_un)  (Eq. 8-9)
+  L^r = a_r BCE(m_r, R)                                              (Eq. 7)
+where w(it) = min(it / warmup, 1) is BoxInst's pairwise warm-up (code default 10000 iterations).
+
+The paper's Table 2 ablations are configurations of :class:`LossConfig` (``TABLE2_ROWS``):
+UN = ``use_uniform``, NE = ``use_neighbor``, FS = ``use_fusion`` (region branch, L^r and the
+fused output; without it the amodal branch's mask is the prediction), and the weight rows a-d
+set (a1, a2, a3).
+
+m_v in the connectivity terms is detached by default (``detach_visible``): l_ne and l_un are
+meant to pull m_a towards what the visible branch sees (the "directed expansion"), not to move
+m_v. Without the detach, l_un = max(m_v - m_a, 0) is also lowered by *shrinking* m_v, which
+fights the visible branch's own box supervision. The V_pov selection (m_v > t) has no gradient
+either way. The paper does not say which it did: this is the kit's documented choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .losses import neighbor_loss, pairwise_loss, projection_loss, region_loss, uniform_loss
+
+
+@dataclass
+class LossConfig:
+    alpha_proj: float = 2.0  # a1^a, amodal projection weight (paper, Table 2 row b)
+    alpha_pair: float = 1.0  # a2^a, amodal pairwise weight (paper)
+    alpha_con: float = 1.0  # a3^a, connectivity weight on l_ne + l_un (paper)
+    alpha_region: float = 1.0  # a^r of Eq. 7; the paper gives no value: 1.0 is the kit's choice
+    K: float = 1.0  # uniform loss severity (Eq. 14); the paper gives no value
+    t: float = 0.5  # threshold on m_v defining V_pov (Eq. 10); paper-derived
+    color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
+    pairwise_warmup: int = 10000  # BoxInst code default, iterations of linear pairwise warm-up
+    use_visible: bool = True  # visible branch with BoxInst terms on B_v
+    use_amodal: bool = True  # amodal branch terms on B_a
+    use_uniform: bool = True  # UN column of Table 2
+    use_neighbor: bool = True  # NE column of Table 2
+    use_fusion: bool = True  # FS column of Table 2: region branch + L^r + fused output
+    detach_visible: bool = True  # stop gradients from l_ne/l_un into m_v (see module docstring)
+
+
+# Table 2 of the paper: rows 1-8 toggle (UN, NE, FS); rows a-d set (a1, a2, a3).
+TABLE2_ROWS = {
+    "1": dict(use_uniform=True, use_neighbor=True, use_fusion=True),
+    "2": dict(use_uniform=False, use_neighbor=True, use_fusion=True),
+    "3": dict(use_uniform=True, use_neighbor=False, use_fusion=True),
+    "4": dict(use_uniform=False, use_neighbor=False, use_fusion=True),
+    "5": dict(use_uniform=True, use_neighbor=True, use_fusion=False),
+    "6": dict(use_uniform=False, use_neighbor=True, use_fusion=False),
+    "7": dict(use_uniform=True, use_neighbor=False, use_fusion=False),
+    "8": dict(use_uniform=False, use_neighbor=False, use_fusion=False),
+    "a": dict(alpha_proj=1.0, alpha_pair=1.0, alpha_con=1.0),
+    "b": dict(alpha_proj=2.0, alpha_pair=1.0, alpha_con=1.0),
+    "c": dict(alpha_proj=1.0, alpha_pair=2.0, alpha_con=1.0),
+    "d": dict(alpha_proj=1.0, alpha_pair=1.0, alpha_con=2.0),
+}
+
+
+def table2_config(row: str, base: LossConfig | None = None) -> LossConfig:
+    """The LossConfig of one row of the paper's Table 2 ('1'-'8', 'a'-'d')."""
+    if row not in TABLE2_ROWS:
+        raise ValueError(f"unknown Table 2 row {row!r}; rows are {sorted(TABLE2_ROWS)}")
+    return replace(base or LossConfig(), **TABLE2_ROWS[row])
+
+
+def warmup_factor(iteration: int, warmup: int) -> float:
+    """BoxInst's linear pairwise warm-up: min(iteration / warmup, 1)."""
+    return 1.0 if warmup <= 0 else min(float(iteration) / warmup, 1.0)
+
+
+def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: int = 0):
+    """Returns ``(terms, weights)``: dicts of scalar tensors and floats with the same keys.
+
+    Keys (present when switched on): vis_proj, vis_pair, amo_proj, amo_pair, amo_neighbor,
+    amo_uniform, region.
+    """
+    terms, weights = {}, {}
+    w = warmup_factor(iteration, cfg.pairwise_warmup)
+    sim = targets["color_similarity"]
+    if cfg.use_visible:
+        v = outputs["visible_logits"]
+        terms["vis_proj"] = projection_loss(v, targets["visible_box_masks"])
+        terms["vis_pair"] = pairwise_loss(v, sim, targets["visible_box_masks"], cfg.color_threshold)
+        weights["vis_proj"], weights["vis_pair"] = 1.0, w
+    if cfg.use_amodal:
+        a = outputs["amodal_logits"]
+        terms["amo_proj"] = projection_loss(a, targets["amodal_box_masks"])
+        terms["amo_pair"] = pairwise_loss(a, sim, targets["amodal_box_masks"], cfg.color_threshold)
+        weights["amo_proj"], weights["amo_pair"] = cfg.alpha_proj, cfg.alpha_pair * w
+        if cfg.use_neighbor or cfg.use_uniform:
+            m_a = a.sigmoid()
+            m_v = outputs["visible_logits"].sigmoid()
+            if cfg.detach_visible:
+                m_v = m_v.detach()
+            region = targets["region_masks"]
+            if cfg.use_neighbor:
+                terms["amo_neighbor"] = neighbor_loss(m_a, m_v, region,
+                                                      targets["amodal_box_masks"], cfg.t)
+                weights["amo_neighbor"] = cfg.alpha_con
+            if cfg.use_uniform:
+                terms["amo_uniform"] = uniform_loss(m_a, m_v, region, cfg.K)
+                weights["amo_uniform"] = cfg.alpha_con
+    if cfg.use_fusion:
+        terms["region"] = region_loss(outputs["region_logits"], targets["region_masks"])
+        weights["region"] = cfg.alpha_region
+    return terms, weights
+
+
+def total_loss(terms: dict, weights: dict) -> torch.Tensor:
+    """sum_k weights[k] * terms[k]."""
+    return sum(weights[k] * terms[k] for k in terms)

@@ -1,0 +1,145 @@
+"""Every box-level training signal of BLADE, as small pure functions (no Python loop over
+instances, pixels or edges). Masks are [N,1,H,W] at one resolution (the mask head's stride 4 in
+training); boxes and regions come as {0,1} float bitmasks of the same shape
+(:func:`blade.boxes.box_bitmasks`, :func:`blade.overlap.region_bitmasks`). Each function
+returns a scalar tensor that is finite and differentiable also for N = 0 and empty masks.
+
+Sources of the formulas and constants:
+
+* ``projection_loss``, ``pairwise_loss``: BoxInst (Tian et al. 2021) as in AdelaiDet's code
+  (``compute_project_term``, ``compute_pairwise_term``): dice with eps 1e-5 on the axis
+  max-projections; -log P(same label) in log space over the 8 neighbours at dilation 2, edges
+  kept where colour similarity >= threshold (code default 0.3; the BoxInst paper favoured 0.1)
+  and the centre pixel lies in the box, normalised by the number of kept edges.
+* ``neighbor_loss`` (Eq. 10-13), ``uniform_loss`` (Eq. 14), ``region_loss`` (Eq. 7): BLADE
+  paper only, no reference code exists. Paper-derived choices, each a parameter: t = 0.5
+  (threshold on m_v defining V_pov), K = 1.0 (the paper gives no value), the one-pixel-gap
+  neighbourhood; means are taken over all edges / region pixels of the batch (every edge and
+  pixel weighs the same, as BoxInst's pairwise term does).
+
+The weights alpha, the pairwise warm-up and whether m_v is detached belong to the criterion
+(:mod:`blade.criterion`), not to these functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .pairwise import NEIGHBOURS, color_similarity, neighbour_valid, unfold_neighbours
+
+__all__ = ["projection_loss", "pairwise_loss", "pairwise_weights", "neighbor_loss",
+           "neighbor_edges", "uniform_loss", "region_loss", "dice_loss", "color_similarity",
+           "NEIGHBOURS"]
+
+DICE_EPS = 1e-5  # AdelaiDet dice_coefficient
+PROB_EPS = 1e-6  # clamp before log in the neighbour BCE
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    """A 0 that stays attached to the graph (so backward() works on empty batches)."""
+    return x.sum() * 0.0
+
+
+def dice_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[N,...] -> [N]: 1 - 2 sum(x t) / (sum(x^2) + sum(t^2) + 1e-5), per instance."""
+    x, target = x.flatten(1), target.flatten(1)
+    inter = (x * target).sum(1)
+    return 1.0 - 2.0 * inter / ((x * x).sum(1) + (target * target).sum(1) + DICE_EPS)
+
+
+def projection_loss(mask_logits: torch.Tensor, box_masks: torch.Tensor) -> torch.Tensor:
+    """BoxInst projection term: dice of the mask's max-projections onto both axes vs the box's.
+
+    mask_logits, box_masks: [N,1,H,W]. Mean over instances; 0 for N = 0.
+    """
+    if mask_logits.shape[0] == 0:
+        return _zero(mask_logits)
+    p = mask_logits.sigmoid()
+    cols = dice_loss(p.amax(dim=2), box_masks.amax(dim=2))  # projection onto the x axis
+    rows = dice_loss(p.amax(dim=3), box_masks.amax(dim=3))  # projection onto the y axis
+    return (cols + rows).mean()
+
+
+def pairwise_weights(color_sim: torch.Tensor, box_masks: torch.Tensor,
+                     threshold: float = 0.3) -> torch.Tensor:
+    """[N,8,H,W] {0,1}: an edge counts when its colour similarity >= threshold, its centre
+    pixel is inside the box and its neighbour is inside the image."""
+    h, w = box_masks.shape[-2:]
+    valid = neighbour_valid(h, w, device=box_masks.device, dtype=box_masks.dtype)
+    return (color_sim >= threshold).to(box_masks.dtype) * box_masks * valid
+
+
+def pairwise_loss(mask_logits: torch.Tensor, color_similarity: torch.Tensor,
+                  box_masks: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+    """BoxInst pairwise term: mean over kept edges of -log(p_i p_j + (1-p_i)(1-p_j)).
+
+    mask_logits, box_masks: [N,1,H,W]; color_similarity: [N,8,H,W] (``color_similarity`` of
+    each instance's image, in ``NEIGHBOURS`` order). Computed from log-sigmoids with logaddexp,
+    so it stays finite for saturated logits.
+    """
+    if mask_logits.shape[0] == 0:
+        return _zero(mask_logits)
+    log_fg = F.logsigmoid(mask_logits)  # log p
+    log_bg = F.logsigmoid(-mask_logits)  # log (1 - p)
+    log_same = torch.logaddexp(log_fg[:, :, None] + unfold_neighbours(log_fg),
+                               log_bg[:, :, None] + unfold_neighbours(log_bg))[:, 0]  # [N,8,H,W]
+    weights = pairwise_weights(color_similarity, box_masks, threshold)
+    return -(log_same * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_masks: torch.Tensor,
+                   t: float = 0.5):
+    """The graph of Eq. 10-11. Returns ``(edges [N,8,H,W] bool, c [N,8,H,W] float, v_pov)``.
+
+    ``v_pov`` [N,1,H,W] bool: pixels inside R whose visible probability exceeds t (Eq. 10).
+    ``edges[n, k, y, x]``: the edge from (y, x) to its k-th neighbour exists (inside the image)
+    and touches V_pov at either end. ``c``: 1 where both ends are on the same side of B_a (Eq. 11).
+    """
+    h, w = m_v.shape[-2:]
+    v_pov = (region_masks > 0.5) & (m_v > t)  # [N,1,H,W]
+    valid = neighbour_valid(h, w, device=m_v.device, dtype=m_v.dtype) > 0.5  # [1,8,H,W]
+    v_nb = unfold_neighbours(v_pov.to(m_v.dtype))[:, 0] > 0.5  # [N,8,H,W]
+    edges = (v_pov | v_nb) & valid
+    b = amodal_box_masks > 0.5
+    b_nb = unfold_neighbours(b.to(m_v.dtype))[:, 0] > 0.5
+    c = (b == b_nb).to(m_v.dtype)  # same side of the amodal box
+    return edges, c, v_pov
+
+
+def neighbor_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
+                  amodal_box_masks: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+    """BLADE neighbour loss l_ne (Eq. 10-13): BCE between the predicted consistency of m_a
+    across each edge of E_pov and c_e, averaged over the edges; 0 when there are none.
+
+    m_a, m_v: probabilities [N,1,H,W]; the V_pov selection (m_v > t) carries no gradient.
+    """
+    edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t)
+    a_nb = unfold_neighbours(m_a)[:, 0]  # [N,8,H,W]
+    a = m_a  # broadcasts over the 8 edges
+    same = a * a_nb + (1 - a) * (1 - a_nb)  # c~_e (Eq. 12)
+    diff = a * (1 - a_nb) + (1 - a) * a_nb  # 1 - c~_e, computed directly for accuracy
+    bce = -(c * same.clamp(min=PROB_EPS).log() + (1 - c) * diff.clamp(min=PROB_EPS).log())
+    n_edges = edges.sum()
+    if n_edges == 0:
+        return _zero(m_a)
+    return (bce * edges).sum() / n_edges
+
+
+def uniform_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
+                 K: float = 1.0) -> torch.Tensor:
+    """BLADE uniform loss l_un (Eq. 14): K / N_R * sum over R of max(m_v - m_a, 0); 0 if R is
+    empty. m_a, m_v: probabilities [N,1,H,W]."""
+    r = (region_masks > 0.5).to(m_a.dtype)
+    n_r = r.sum()
+    if n_r == 0:
+        return _zero(m_a)
+    return K * (F.relu(m_v - m_a) * r).sum() / n_r
+
+
+def region_loss(region_logits: torch.Tensor, region_masks: torch.Tensor) -> torch.Tensor:
+    """Region branch loss (Eq. 7 without alpha_r): pixel BCE against the R bitmask, mean over
+    all pixels of all instances."""
+    if region_logits.shape[0] == 0:
+        return _zero(region_logits)
+    return F.binary_cross_entropy_with_logits(region_logits, region_masks)
