@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .pairwise import NEIGHBOURS, color_similarity, neighbour_valid, unfold_neighbours
+from .pairwise import (NEIGHBOURS, color_similarity, gather_edges, neighbour_valid,
+                       unfold_neighbours)
 
 __all__ = ["projection_loss", "pairwise_loss", "pairwise_weights", "neighbor_loss",
            "neighbor_edges", "uniform_loss", "region_loss", "dice_loss", "color_similarity",
@@ -76,16 +77,18 @@ def pairwise_loss(mask_logits: torch.Tensor, color_similarity: torch.Tensor,
 
     mask_logits, box_masks: [N,1,H,W]; color_similarity: [N,8,H,W] (``color_similarity`` of
     each instance's image, in ``NEIGHBOURS`` order). Computed from log-sigmoids with logaddexp,
-    so it stays finite for saturated logits.
+    so it stays finite for saturated logits, and only on the kept edges.
     """
     if mask_logits.shape[0] == 0:
         return _zero(mask_logits)
-    log_fg = F.logsigmoid(mask_logits)  # log p
-    log_bg = F.logsigmoid(-mask_logits)  # log (1 - p)
-    log_same = torch.logaddexp(log_fg[:, :, None] + unfold_neighbours(log_fg),
-                               log_bg[:, :, None] + unfold_neighbours(log_bg))[:, 0]  # [N,8,H,W]
-    weights = pairwise_weights(color_similarity, box_masks, threshold)
-    return -(log_same * weights).sum() / weights.sum().clamp(min=1.0)
+    keep = pairwise_weights(color_similarity, box_masks, threshold) > 0  # [N,8,H,W]
+    n_kept = keep.sum()
+    if n_kept == 0:
+        return _zero(mask_logits)
+    x_c, x_n = gather_edges(mask_logits, keep)  # logits at both ends of each kept edge
+    log_same = torch.logaddexp(F.logsigmoid(x_c) + F.logsigmoid(x_n),  # log p_i p_j
+                               F.logsigmoid(-x_c) + F.logsigmoid(-x_n))  # log (1-p_i)(1-p_j)
+    return -log_same.sum() / n_kept
 
 
 def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_masks: torch.Tensor,
@@ -115,15 +118,15 @@ def neighbor_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tens
     m_a, m_v: probabilities [N,1,H,W]; the V_pov selection (m_v > t) carries no gradient.
     """
     edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t)
-    a_nb = unfold_neighbours(m_a)[:, 0]  # [N,8,H,W]
-    a = m_a  # broadcasts over the 8 edges
-    same = a * a_nb + (1 - a) * (1 - a_nb)  # c~_e (Eq. 12)
-    diff = a * (1 - a_nb) + (1 - a) * a_nb  # 1 - c~_e, computed directly for accuracy
-    bce = -(c * same.clamp(min=PROB_EPS).log() + (1 - c) * diff.clamp(min=PROB_EPS).log())
     n_edges = edges.sum()
     if n_edges == 0:
         return _zero(m_a)
-    return (bce * edges).sum() / n_edges
+    a, a_nb = gather_edges(m_a, edges)  # m_a at both ends of each edge of E_pov
+    c = c[edges]
+    same = a * a_nb + (1 - a) * (1 - a_nb)  # c~_e (Eq. 12)
+    diff = a * (1 - a_nb) + (1 - a) * a_nb  # 1 - c~_e, computed directly for accuracy
+    bce = -(c * same.clamp(min=PROB_EPS).log() + (1 - c) * diff.clamp(min=PROB_EPS).log())
+    return bce.sum() / n_edges  # Eq. 13
 
 
 def uniform_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
