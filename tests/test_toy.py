@@ -1,0 +1,59 @@
+"""The toy optimisations behind notebooks 02 and 03 (their widget callbacks included)."""
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from blade.toy import (BandConfig, active_band, band_view, initial_logits, mask_scores,
+                       optimize_mask, toy_instance)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_instance(seed=0)
+
+
+def test_toy_instance_is_consistent(toy):
+    h, w = toy["image"].shape[-2:]
+    for key in ("amodal", "visible", "B_a", "B_v", "R", "m_v"):
+        assert toy[key].shape == (1, 1, h, w), key
+    a, v = toy["amodal"][0, 0], toy["visible"][0, 0]
+    assert not (v & ~a).any() and (a & ~v).any()  # occluded
+    assert (toy["B_a"][0, 0][a] == 1).all()  # the amodal box contains the amodal mask
+    assert toy["R"].sum() > 0 and (toy["R"] <= toy["B_a"]).all()  # R inside B_a
+    assert toy["color_similarity"].shape == (1, 8, h, w)
+
+
+def test_initial_logits(toy):
+    assert torch.equal(initial_logits(toy, BandConfig(init="visible")) > 0, toy["m_v"] > 0.5)
+    assert torch.equal(initial_logits(toy, BandConfig(init="box")) > 0, toy["B_a"] > 0.5)
+    with pytest.raises(ValueError, match="init must be"):
+        initial_logits(toy, BandConfig(init="nope"))
+
+
+def test_no_terms_means_nothing_moves(toy):
+    res = optimize_mask(toy, BandConfig(steps=5, use_projection=False, use_pairwise=False,
+                                        use_neighbor=False, use_uniform=False))
+    assert torch.equal(res["m_a"] > 0.5, toy["m_v"][0, 0] > 0.5)
+
+
+def test_neighbour_loss_grows_the_mask_into_the_occluded_part(toy):
+    boxinst = optimize_mask(toy, BandConfig(steps=150, use_neighbor=False, use_uniform=False))
+    blade = optimize_mask(toy, BandConfig(steps=150))
+    assert blade["scores"]["occluded_recovered"] > boxinst["scores"]["occluded_recovered"]
+    assert active_band(blade["m_a"], toy).any()
+    hist = blade["history"]
+    assert {"projection", "pairwise", "neighbor", "uniform", "total"} <= set(hist.columns)
+    assert len(hist) == 150 and hist.total.iloc[-1] < hist.total.iloc[0]
+
+
+def test_mask_scores_hand_case(toy):
+    a, v = toy["amodal"][0, 0], toy["visible"][0, 0]
+    s = mask_scores(v, toy)
+    assert s["iou_visible"] == 1.0 and s["occluded_recovered"] == 0.0
+    assert s["iou_amodal"] == pytest.approx(v.sum().item() / a.sum().item())
+
+
+def test_band_view_is_the_widget_callback(toy):
+    fig = band_view(toy, steps=20, K=2.0, use_uniform=False)
+    assert isinstance(fig, Figure) and len(fig.axes) >= 3
