@@ -45,13 +45,16 @@ class BandConfig:
     use_neighbor: bool = True  # NE
     use_uniform: bool = True  # UN
     box: str = "amodal"  # which box supervises the map: "amodal" (B_a) or "visible" (B_v)
-    snapshots: int = 6  # m_a snapshots kept, evenly spaced over the run
+    snapshots: int = 4  # m_a snapshots kept, evenly spaced over the run
 
 
-def toy_instance(seed: int = 0, image_size: int = 192, stride: int = 2,
-                 min_occlusion: float = 0.3, max_occlusion: float = 0.75) -> dict:
+def toy_instance(seed: int = 0, image_size: int = 256, stride: int = 2,
+                 min_occlusion: float = 0.3, max_occlusion: float = 0.75,
+                 min_v_pov: int = 5, classes: tuple = ("car", "bus")) -> dict:
     """Draw synthetic scenes (no clutter) until an instance is occluded by an annotated
-    neighbour within the given range and has an overlap region. Returns a dict of tensors at
+    neighbour within the given range, has an overlap region and at least ``min_v_pov`` visible
+    pixels inside it (V_pov of Eq. 10; with none, the connectivity loss has no edge and cannot
+    act at all: set ``min_v_pov=0`` to see such cases). Returns a dict of tensors at
     the mask stride, in a window around the instance: ``image`` [1,3,h,w] (average-pooled),
     ``amodal``/``visible`` [1,1,h,w] bool ground truth, ``B_a``/``B_v``/``R`` [1,1,h,w] float
     bitmasks, ``m_v`` [1,1,h,w] (the fixed visible prediction: 0.95 on the true visible mask,
@@ -60,6 +63,7 @@ def toy_instance(seed: int = 0, image_size: int = 192, stride: int = 2,
     from .data.synthetic import SceneGenerator, SyntheticConfig
 
     gen = SceneGenerator(SyntheticConfig(image_size=image_size, bg_mix=(1.0, 0, 0, 0)), seed=seed)
+    wanted = set(classes or ())
     for _ in range(200):
         scene = gen()
         if len(scene.instances) < 2:
@@ -67,8 +71,12 @@ def toy_instance(seed: int = 0, image_size: int = 192, stride: int = 2,
         boxes = torch.tensor(np.array([_mask_box(i.amodal) for i in scene.instances]))
         regions, has = overlap_regions(boxes)
         for k, inst in enumerate(scene.instances):
+            if wanted and inst.category not in wanted:
+                continue
             if has[k] and min_occlusion <= inst.occlude_rate <= max_occlusion:
-                return _prepare(scene, k, boxes, regions, stride)
+                toy = _prepare(scene, k, boxes, regions, stride)
+                if int(((toy["R"] > 0.5) & toy["visible"]).sum()) >= min_v_pov:
+                    return toy
     raise RuntimeError(f"no suitable occluded instance in 200 scenes (seed {seed})")
 
 
@@ -172,7 +180,10 @@ def optimize_mask(toy: dict, cfg: BandConfig | None = None, seed: int = 0) -> di
         total.backward()
         opt.step()
     m_a = logits.detach().sigmoid()[0, 0]
-    return {"m_a": m_a, "snapshots": snapshots, "history": pd.DataFrame(rows),
+    names = [n for n, on in (("projection", cfg.use_projection), ("pairwise", cfg.use_pairwise),
+                             ("neighbor", cfg.use_neighbor), ("uniform", cfg.use_uniform)) if on]
+    history = pd.DataFrame(rows, columns=["iteration", *names, "total"])
+    return {"m_a": m_a, "snapshots": snapshots, "history": history,
             "scores": mask_scores(m_a > 0.5, toy), "config": asdict(cfg)}
 
 
@@ -207,22 +218,26 @@ def band_view(toy: dict, **knobs):
     cfg = BandConfig(**knobs)
     res = optimize_mask(toy, cfg)
     snaps = res["snapshots"]
-    fig, axes = plt.subplots(2, len(snaps), figsize=(2.6 * len(snaps), 5.6), squeeze=False)
+    cols = max(len(snaps), 3)
+    fig, axes = plt.subplots(2, cols, figsize=(3.4 * cols, 6.0), squeeze=False)
     for ax, (it, m) in zip(axes[0], snaps):
         draw_state(ax, toy, m, cfg.t)
-        ax.set_title(f"iteration {it}", fontsize=9)
-    for ax in axes[1, 2:]:
+        ax.set_title(f"m_a at iteration {it}", fontsize=9)
+    for ax in list(axes[0, len(snaps):]) + list(axes[1, 3:]):
         ax.remove()
     draw_state(axes[1, 0], toy, res["m_a"], cfg.t, band=True)
     s = res["scores"]
-    axes[1, 0].set_title(f"final: IoU amodal {s['iou_amodal']:.2f}\nrecovered "
-                         f"{s['occluded_recovered']:.0%} of occluded", fontsize=8)
-    ax = axes[1, 1]
+    axes[1, 0].set_title(f"final m_a > 0.5, band in red: IoU amodal {s['iou_amodal']:.2f},\n"
+                         f"{s['occluded_recovered']:.0%} of the occluded part recovered",
+                         fontsize=8)
+    draw_graph(axes[1, 1], toy, cfg.t)
+    axes[1, 1].set_title("V_pov (cyan), E_pov: c=1 green, c=0 red", fontsize=8)
+    ax = axes[1, 2]
     hist = res["history"].set_index("iteration")
-    if len(hist.columns) > 1:
-        hist.drop(columns="total").plot(ax=ax, logy=False, fontsize=7)
-    ax.set_title("weighted terms", fontsize=9)
-    ax.legend(fontsize=7)
+    if len(hist) and len(hist.columns) > 1:
+        hist.drop(columns="total").plot(ax=ax, fontsize=7)
+        ax.legend(fontsize=7)
+    ax.set_title("weighted terms over iterations", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -232,10 +247,34 @@ def draw_state(ax, toy: dict, m_a: torch.Tensor, t: float = 0.5, band: bool = Fa
     from . import viz
 
     viz.show_image(ax, toy["image"][0])
-    viz.show_mask(ax, m_a, "yellow", alpha=0.65)  # soft: opacity follows m_a
+    if not band:
+        viz.show_mask(ax, m_a, "yellow", alpha=0.65)  # soft: opacity follows m_a
     viz.show_mask(ax, toy["amodal"][0, 0], viz.AMODAL, outline=True)
     viz.show_mask(ax, toy["visible"][0, 0], "white", outline=True)
     viz.show_mask(ax, toy["R"][0, 0], viz.REGION, outline=True)
     if band:
-        viz.show_mask(ax, active_band(m_a, toy, t), "red", alpha=0.6)
+        viz.show_mask(ax, m_a > 0.5, "yellow", alpha=0.5)
+        viz.show_mask(ax, active_band(m_a, toy, t), "red", alpha=0.7)
+    return ax
+
+
+def draw_graph(ax, toy: dict, t: float = 0.5):
+    """The neighbour-loss graph of Eq. 10-11 on the toy: V_pov (cyan), pixels reached by an
+    edge of E_pov whose ends lie on the same side of B_a (c = 1, green) or on both sides
+    (c = 0, red), the region R and the true amodal outline."""
+    from . import viz
+    from .losses import neighbor_edges
+
+    edges, c, v_pov = neighbor_edges(toy["m_v"], toy["R"], toy["B_a"], t)
+    # E_pov and c are symmetric (p->q is selected iff q->p is), so the pixels an edge touches
+    # are exactly the pixels with a selected outgoing edge
+    same = (edges & (c > 0.5)).any(1)[0]
+    cross = (edges & (c < 0.5)).any(1)[0]
+    viz.show_image(ax, toy["image"][0])
+    viz.show_mask(ax, same, "lime", alpha=0.5)
+    viz.show_mask(ax, cross, "red", alpha=0.7)
+    viz.show_mask(ax, v_pov[0, 0], "cyan", alpha=0.8)
+    viz.show_mask(ax, toy["R"][0, 0], viz.REGION, outline=True)
+    viz.show_mask(ax, toy["amodal"][0, 0], viz.AMODAL, outline=True)
+    viz.show_mask(ax, toy["B_a"][0, 0], "white", outline=True)
     return ax

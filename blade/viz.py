@@ -155,3 +155,18 @@ def overlap_view(dataset, scene: int = 0, instance: int = 0, show_pairs: bool = 
     axes[1].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def show_edge_survival(ax, color_sim, threshold: float = 0.3, image=None):
+    """Share of each pixel's 8 pairwise edges that pass BoxInst's colour test (S >= threshold).
+
+    color_sim: [8,H,W] (one image). Dark pixels sit on colour edges: the pairwise term does not
+    ask them to agree with their neighbours."""
+    share = (_np(color_sim) >= threshold).mean(axis=0)
+    if image is not None:
+        show_image(ax, image)
+        ax.imshow(share, cmap="magma", vmin=0, vmax=1, alpha=0.75)
+    else:
+        ax.imshow(share, cmap="magma", vmin=0, vmax=1)
+        ax.set_axis_off()
+    return ax

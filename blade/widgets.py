@@ -97,3 +97,31 @@ def overlap_explorer(dataset):
     controls["scene"].observe(fit_instance_slider, names="value")
     return explorer(functools.partial(overlap_view, dataset), controls,
                     title="Overlap regions (Eq. 3-6)")
+
+
+def band_explorer(toy: dict, steps: int = 200):
+    """Notebook 03: every knob of ``blade.toy.BandConfig`` as a control; ``band_view`` redraws."""
+    import ipywidgets as W
+
+    from .toy import band_view
+
+    def slider(value, lo, hi, step, name):
+        return W.FloatSlider(value=value, min=lo, max=hi, step=step, description=name,
+                             continuous_update=False)
+
+    controls = {
+        "K": slider(1.0, 0.0, 5.0, 0.25, "K"),
+        "alpha_proj": slider(2.0, 0.0, 4.0, 0.25, "α1 proj"),
+        "alpha_pair": slider(1.0, 0.0, 4.0, 0.25, "α2 pair"),
+        "alpha_con": slider(1.0, 0.0, 4.0, 0.25, "α3 con"),
+        "t": slider(0.5, 0.05, 0.95, 0.05, "t"),
+        "color_threshold": slider(0.3, 0.0, 1.0, 0.05, "colour τ"),
+        "steps": W.IntSlider(value=steps, min=0, max=1000, step=50, description="iterations",
+                             continuous_update=False),
+        "use_projection": W.Checkbox(value=True, description="projection"),
+        "use_pairwise": W.Checkbox(value=True, description="pairwise"),
+        "use_neighbor": W.Checkbox(value=True, description="neighbour (NE)"),
+        "use_uniform": W.Checkbox(value=True, description="uniform (UN)"),
+    }
+    return explorer(functools.partial(band_view, toy), controls,
+                    title="The active band (paper Fig. 4): change a knob, the map is re-optimised")

@@ -100,3 +100,26 @@ def test_overlap_explorer_keeps_instance_index_valid(ds):
         assert box.out.last_error is None
     box.controls["stride"].value = 4
     assert box.out.last_error is None
+
+
+def test_band_explorer_reoptimises_on_change():
+    from blade.toy import toy_instance
+    from blade.widgets import band_explorer
+
+    box = band_explorer(toy_instance(seed=1), steps=10)
+    assert box.out.last_error is None
+    first = bytes(box.image.value)
+    box.controls["use_neighbor"].value = False
+    assert box.out.last_error is None and bytes(box.image.value) != first
+    box.controls["steps"].value = 0  # a degenerate but valid setting still draws
+    assert box.out.last_error is None
+
+
+def test_edge_survival_plot(ds):
+    from blade.losses import color_similarity
+
+    sim = color_similarity(ds[0]["image"][None])[0]
+    fig, ax = plt.subplots()
+    assert viz.show_edge_survival(ax, sim, 0.3, image=ds[0]["image"]) is ax
+    assert len(ax.images) == 2
+    plt.close(fig)
