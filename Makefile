@@ -7,11 +7,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.blade-installed
 
-.PHONY: setup demo test lab bench clean-venv help
+.PHONY: setup browser-deps demo test lab bench clean-venv help
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
 help:
 	@echo "make demo   - set up .venv, generate a small synthetic benchmark, write figures to runs/demo/"
-	@echo "make test   - set up .venv, run the whole test suite (unit tests + notebooks in smoke mode)"
+	@echo "make test   - set up .venv, run the whole test suite (unit, notebook and browser tests)"
 	@echo "make bench  - set up .venv, run the speed benchmarks in benchmarks/"
 	@echo "make lab    - set up .venv, start JupyterLab on notebooks/"
 
@@ -30,16 +31,28 @@ demo: setup
 	@echo ">>> [demo] generating the synthetic benchmark and drawing scenes into runs/demo/"
 	$(PY) -m blade.demo --out runs/demo
 
-test: setup
-	@echo ">>> [test] running the test suite (unit tests, property tests, notebooks in smoke mode)"
+# The browser test needs Debian's Chromium; installing it needs root. Without it the test is
+# skipped with its reason, except under CI (CI=true), where it fails.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then echo ">>> [setup] Chromium found (/usr/bin/chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo ">>> [setup] installing Debian's chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null) \
+	  || echo ">>> [setup] could not install chromium: the browser test will be skipped"; \
+	else echo ">>> [setup] no Chromium and no root to install it: the browser test will be skipped"; fi
+
+test: setup browser-deps
+	@echo ">>> [test] running the test suite (unit, property, notebook and browser tests)"
 	$(PY) -m pytest
 
 bench: setup
 	$(PY) benchmarks/bench_synthetic.py
+	$(PY) benchmarks/bench_losses.py
 
 lab: setup
 	@echo ">>> [lab] starting JupyterLab on notebooks/ (Ctrl-C to stop)"
-	$(PY) -m jupyter lab --notebook-dir=notebooks
+	$(PY) -m jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
 
 clean-venv:
 	rm -rf $(VENV)
