@@ -1,0 +1,341 @@
+"""Training engine: one loop for a laptop CPU and for several GPUs (``torchrun`` + DDP).
+
+    from blade.engine import train
+    train(cfg, "data/synthetic/train.json", "data/synthetic/train", "runs/cpu")
+
+What it guarantees:
+
+* **Reproducible and resumable.** The data order and the flips are a pure function of
+  (seed, sample counter): sample g is image ``perm_{g // N}[g % N]`` of a per-epoch permutation,
+  flipped when a generator seeded with (seed, g) says so. A resumed run therefore sees exactly
+  the batches the uninterrupted run would have seen; with the model, optimizer, scaler,
+  iteration and RNG states restored (the learning rate is a function of the iteration) it ends
+  with the same weights: bit for bit with ``deterministic=True`` (tested), otherwise within
+  float rounding, since some CPU/GPU kernels accumulate in a varying order (two identical
+  uninterrupted CPU runs already differ by ~1e-7 then).
+* **Honest failures.** A non-finite loss term stops the run with a message naming the term and
+  the iteration; the last good checkpoint is left as it was.
+* **Logs.** ``RUN_DIR/log.csv`` (one row per ``log_every`` iterations: iteration, lr, total,
+  every raw loss term, seconds per iteration), a tqdm bar with the running losses,
+  ``RUN_DIR/config.json``, checkpoints in ``RUN_DIR/checkpoints/`` (every
+  ``checkpoint_every`` iterations and at the end, ``last.pt`` pointing at the newest).
+* **Scale.** AMP (fp16 autocast + GradScaler) on CUDA; under ``torchrun`` each process takes
+  ``batch_size / world_size`` images and DistributedDataParallel averages the gradients; at the
+  end the processes compare parameter checksums (``RUN_DIR/replicas.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .config import Config
+from .data import AmodalDataset
+from .model import BladeModel
+from .utils import pick_device
+
+CHECKPOINT_VERSION = 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+# -- data ---------------------------------------------------------------------------------------
+def sample_plan(n_images: int, seed: int, start: int, count: int):
+    """Image indices and flip flags of global samples start .. start+count-1."""
+    out, perms = [], {}
+    for g in range(start, start + count):
+        epoch = g // n_images
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n_images, generator=torch.Generator().manual_seed(
+                seed * 100003 + epoch)).tolist()
+        flip = torch.rand((), generator=torch.Generator().manual_seed(seed * 1000003 + g)) < 0.5
+        out.append((perms[epoch][g % n_images], bool(flip)))
+    return out
+
+
+def hflip(item: dict) -> dict:
+    """Mirror an item left-right (image and boxes)."""
+    w = item["image"].shape[-1]
+    item = dict(item, image=item["image"].flip(-1))
+    for key in ("amodal_boxes", "visible_boxes"):
+        b = item[key]
+        item[key] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], dim=1)
+    return item
+
+
+class PlannedBatches(torch.utils.data.Dataset):
+    """Dataset over iterations: element i is this process's share of iteration i's batch."""
+
+    def __init__(self, dataset, cfg: Config, start_iteration: int, rank: int, world: int):
+        self.ds, self.cfg, self.start, self.rank, self.world = dataset, cfg, start_iteration, rank, world
+        self.per_rank = cfg.batch_size // world
+
+    def __len__(self):
+        return self.cfg.iterations - self.start
+
+    def __getitem__(self, i):
+        it = self.start + i
+        first = it * self.cfg.batch_size + self.rank * self.per_rank
+        items = []
+        for idx, flip in sample_plan(len(self.ds), self.cfg.seed, first, self.per_rank):
+            item = self.ds[idx]
+            items.append(hflip(item) if (flip and self.cfg.hflip) else item)
+        return items
+
+
+# -- schedule, checkpoints ----------------------------------------------------------------------
+def lr_factor(iteration: int, cfg: Config) -> float:
+    """Linear warm-up, then x0.1 at each of ``lr_steps`` (detectron2's WarmupMultiStepLR)."""
+    warm = min(1.0, (iteration + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
+    return warm * 0.1 ** sum(iteration >= s for s in cfg.lr_steps)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+             "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+             "numpy_pos": int(np_state[2]), "numpy_has_gauss": int(np_state[3]),
+             "numpy_gauss": float(np_state[4])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                         state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from_dict(d: dict) -> Config:
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"checkpoint config has fields this kit does not know: {unknown}")
+    return Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def save_checkpoint(path, model, optimizer, scaler, iteration, cfg, classes):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save({"version": CHECKPOINT_VERSION, "kit": "blade", "iteration": iteration,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "config": config_to_dict(cfg), "classes": list(classes), "rng": _rng_state()},
+               tmp)
+    os.replace(tmp, path)  # a crash while writing never leaves a broken checkpoint
+    return path
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read a kit checkpoint safely (``weights_only=True``) and check its version."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("kit") != "blade":
+        raise ValueError(f"{path} is not a BLADE kit checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by checkpoint format version {ckpt.get('version')}; "
+                         f"this kit reads version {CHECKPOINT_VERSION}")
+    return ckpt
+
+
+def load_model(path: str, device="cpu") -> tuple[BladeModel, dict]:
+    """A trained model from a checkpoint (weights only, no ImageNet download)."""
+    ckpt = load_checkpoint(path)
+    cfg = dataclasses.replace(config_from_dict(ckpt["config"]), pretrained=False)
+    model = BladeModel(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: bool = False,
+          schema: str = "auto", progress: bool = True, max_steps: int | None = None) -> str:
+    """Train BLADE; returns the path of the last checkpoint written.
+
+    ``max_steps`` stops this call after that many iterations (with a checkpoint), so a long run
+    can be done in chunks with ``resume=True``; the schedule always follows ``cfg.iterations``.
+    """
+    world, rank, local = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    device = pick_device(cfg.device)
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+
+    dataset = AmodalDataset(train_ann, train_images, mode="train", schema=schema)
+    if cfg.num_classes != len(dataset.classes):
+        if rank == 0:
+            print(f"num_classes set to {len(dataset.classes)} from {train_ann} "
+                  f"({dataset.classes})")
+        cfg = dataclasses.replace(cfg, num_classes=len(dataset.classes))
+
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    last = os.path.join(ckpt_dir, "last.pt")
+    torch.manual_seed(cfg.seed)
+    start = 0
+    state = None
+    if resume:
+        state = load_checkpoint(last)
+        saved = config_from_dict(state["config"])
+        if saved != cfg:
+            diff = {f.name: (getattr(saved, f.name), getattr(cfg, f.name))
+                    for f in dataclasses.fields(Config)
+                    if getattr(saved, f.name) != getattr(cfg, f.name)}
+            raise ValueError(f"--resume with a different configuration than the run in "
+                             f"{out_dir}: {diff} (saved, now)")
+        start = state["iteration"]
+    model = BladeModel(dataclasses.replace(cfg, pretrained=cfg.pretrained and state is None))
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local] if device.type == "cuda" else None,
+            find_unused_parameters=True)  # images without positives leave the mask heads unused
+
+    if rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config_to_dict(cfg), f, indent=1)
+    loader = torch.utils.data.DataLoader(
+        PlannedBatches(dataset, cfg, start, rank, world), batch_size=None, shuffle=False,
+        num_workers=cfg.workers, persistent_workers=False)
+
+    log_path = os.path.join(out_dir, "log.csv")
+    log_file, writer = None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress or rank != 0,
+               desc="train", unit="it", dynamic_ncols=True)
+    running, t_last = {}, time.perf_counter()
+    final = last
+    try:
+        for i, batch in enumerate(loader):
+            it = start + i
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * lr_factor(it, cfg)
+            images = [b["image"].to(device) for b in batch]
+            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
+                       for b in batch]
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                terms, weights = net(images, targets, iteration=it)
+            bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
+            if bad:
+                raise NonFiniteLoss(
+                    f"loss term '{bad[0]}' is {terms[bad[0]].item()} at iteration {it} "
+                    f"(also non-finite: {bad[1:]}); stopped. The last good checkpoint is "
+                    f"{last if os.path.exists(last) else 'none (no checkpoint written yet)'}")
+            loss = sum(weights[k] * terms[k].float() for k in terms)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+
+            values = {k: v.item() for k, v in terms.items()}
+            for k, v in values.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            done = it + 1
+            if rank == 0 and (done % cfg.log_every == 0 or done == cfg.iterations):
+                now = time.perf_counter()
+                row = {"iteration": done, "lr": optimizer.param_groups[0]["lr"],
+                       "total": loss.item(), **values,
+                       "sec_per_it": (now - t_last) / max(cfg.log_every, 1)}
+                t_last = now
+                if writer is None:
+                    new = not (resume and os.path.exists(log_path))
+                    log_file = open(log_path, "w" if new else "a", newline="")
+                    writer = csv.DictWriter(log_file, fieldnames=list(row))
+                    if new:
+                        writer.writeheader()
+                writer.writerow(row)
+                log_file.flush()
+            if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+                path = os.path.join(ckpt_dir, f"iter_{done:07d}.pt")
+                save_checkpoint(path, model, optimizer, scaler, done, cfg, dataset.classes)
+                save_checkpoint(last, model, optimizer, scaler, done, cfg, dataset.classes)
+                final = path
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in list(running.items())[:4]})
+            if max_steps is not None and i + 1 >= max_steps and done < cfg.iterations:
+                if rank == 0:
+                    path = os.path.join(ckpt_dir, f"iter_{done:07d}.pt")
+                    save_checkpoint(path, model, optimizer, scaler, done, cfg, dataset.classes)
+                    save_checkpoint(last, model, optimizer, scaler, done, cfg, dataset.classes)
+                    final = path
+                break
+        if world > 1:
+            _check_replicas(model, out_dir, rank)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+        torch.use_deterministic_algorithms(previous_det)
+    return final
+
+
+def _check_replicas(model, out_dir, rank):
+    """All processes must hold the same weights after DDP training."""
+    device = next(model.parameters()).device
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
+                            dtype=torch.float64, device=device)
+    sums = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(sums, checksum)
+    values = [float(s) for s in sums]
+    if rank == 0:
+        with open(os.path.join(out_dir, "replicas.json"), "w") as f:
+            json.dump({"checksums": values, "identical": len(set(values)) == 1}, f)
+    if len(set(values)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums {values}")

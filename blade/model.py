@@ -1,0 +1,407 @@
+"""The BLADE network (paper Fig. 2): FCOS + a shared mask branch + three dynamic mask heads.
+
+Built on torchvision's FCOS (its heads, anchor generator, transform, focal and GIoU losses,
+``batched_nms``), extended where CondInst needs hooks:
+
+* a **controller** conv (3x3, std 0.01, AdelaiDet ``CondInst.controller``) on the regression
+  tower, predicting every positive location's dynamic-head parameters;
+* the **matched indices** of the positives, captured from ``FCOSHead.compute_loss``;
+* a **post-processing** that keeps each detection's anchor index (torchvision's drops it), so a
+  detection can fetch its controller parameters.
+
+CondInst/BoxInst parts (constants from AdelaiDet's code and BoxInst config):
+
+* mask branch on P3-P5: 3x3 conv "refine" per level, upsampled to stride 8 and summed, then
+  ``mask_branch_convs`` 3x3 convs and a 1x1 to ``mask_out_channels`` = 16 (BoxInst);
+* dynamic heads: 3 1x1 layers of 8 channels with ReLU between, input = mask features + 2
+  relative coordinates ((location - pixel centre) / size of interest of the location's level,
+  soi = 64, 128, 256, 512, 1024), run for all instances at once as grouped convolutions;
+  logits at stride 8 are upsampled x2 ("aligned" bilinear) to stride 4;
+* per image, the top ``topk_per_image`` = 64 positives by cls x ctr score train the masks,
+  ``max(64 // #GT, 1)`` per ground-truth instance (BoxInst ``TOPK_PROPOSALS_PER_IM``).
+
+BLADE: three heads share the mask features: visible (m_v, trained with B_v), amodal (m_a,
+trained with B_a, with sigmoid(m_v) as an extra input channel, detached by default) and region
+(m_r, trained with the overlap-region bitmask). Output m = m_a m_r + m_v (1 - m_r) (Eq. 2).
+The detector is trained on the visible boxes B_v (``detect_box``), since at test time the
+paper's input box B_test is a visible box.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.fcos import FCOS, FCOSHead, FCOSRegressionHead
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from .backbones import build_backbone
+from .boxes import box_bitmasks
+from .criterion import blade_criterion
+from .overlap import region_bitmasks
+from .pairwise import color_similarity, unfold_neighbours
+
+MASK_STRIDE = 4  # mask losses and outputs (AdelaiDet MASK_OUT_STRIDE)
+FEAT_STRIDE = 8  # mask-branch features (P3)
+
+
+def head_param_count(in_channels: int, channels: int = 8, layers: int = 3) -> int:
+    """Weights + biases of one dynamic head: 233 for BoxInst (16 + 2 inputs, 8 channels)."""
+    dims = [in_channels] + [channels] * (layers - 1) + [1]
+    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def aligned_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Upsample [N,C,h,w] by ``factor`` keeping cell centres aligned with the stride sampling
+    (the idea of AdelaiDet's ``aligned_bilinear``): replicate-pad one cell, bilinear with
+    ``align_corners=True`` to factor*h + 1, shift by factor // 2, crop to factor*h."""
+    if factor == 1:
+        return x
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    x = F.interpolate(x, size=(factor * h + 1, factor * w + 1), mode="bilinear",
+                      align_corners=True)
+    x = F.pad(x, (factor // 2, 0, factor // 2, 0), mode="replicate")
+    return x[..., :factor * h, :factor * w]
+
+
+class ControllerRegressionHead(FCOSRegressionHead):
+    """torchvision's regression head plus the controller conv on the same tower."""
+
+    def __init__(self, in_channels: int, num_anchors: int, num_params: int, num_convs: int = 4):
+        super().__init__(in_channels, num_anchors, num_convs)
+        self.controller = nn.Conv2d(in_channels, num_params, 3, padding=1)
+        nn.init.normal_(self.controller.weight, std=0.01)
+        nn.init.zeros_(self.controller.bias)
+
+    def forward(self, x):
+        regs, ctrs, params = [], [], []
+        for features in x:
+            tower = self.conv(features)
+            n, _, h, w = tower.shape
+            regs.append(F.relu(self.bbox_reg(tower)).permute(0, 2, 3, 1).reshape(n, h * w, 4))
+            ctrs.append(self.bbox_ctrness(tower).permute(0, 2, 3, 1).reshape(n, h * w, 1))
+            p = self.controller(tower)
+            params.append(p.permute(0, 2, 3, 1).reshape(n, h * w, -1))
+        return torch.cat(regs, 1), torch.cat(ctrs, 1), torch.cat(params, 1)
+
+
+class BladeFCOSHead(FCOSHead):
+    """FCOS head whose outputs include ``controller`` [N, HWA, P]; remembers the matches."""
+
+    def __init__(self, in_channels: int, num_classes: int, num_params: int, num_convs: int = 4):
+        super().__init__(in_channels, 1, num_classes, num_convs)
+        self.regression_head = ControllerRegressionHead(in_channels, 1, num_params, num_convs)
+        self.last_matched_idxs = None
+
+    def forward(self, x):
+        reg, ctr, params = self.regression_head(x)
+        return {"cls_logits": self.classification_head(x), "bbox_regression": reg,
+                "bbox_ctrness": ctr, "controller": params}
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
+        self.last_matched_idxs = matched_idxs  # the CondInst hook: who is positive, for whom
+        return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+
+
+class MaskBranch(nn.Module):
+    """P3-P5 -> [N, out_channels, H/8, W/8] shared mask features (CondInst MaskBranch)."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int, num_convs: int,
+                 norm: str = "BN"):
+        super().__init__()
+
+        def block(cin, cout):
+            layer_norm = nn.BatchNorm2d(cout) if norm == "BN" else nn.GroupNorm(
+                min(32, cout // 4), cout)
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), layer_norm,
+                                 nn.ReLU(inplace=True))
+
+        self.refine = nn.ModuleList([block(in_channels, channels) for _ in range(3)])
+        self.tower = nn.Sequential(*[block(channels, channels) for _ in range(num_convs)],
+                                   nn.Conv2d(channels, out_channels, 1))
+
+    def forward(self, feats):  # feats: P3, P4, P5
+        x = self.refine[0](feats[0])
+        for k in (1, 2):
+            y = self.refine[k](feats[k])
+            y = aligned_upsample(y, x.shape[-2] // y.shape[-2])[..., :x.shape[-2], :x.shape[-1]]
+            x = x + y
+        return self.tower(x)
+
+
+def run_dynamic_head(x: torch.Tensor, params: torch.Tensor, channels: int = 8,
+                     layers: int = 3) -> torch.Tensor:
+    """x: [n, C, h, w] per-instance inputs; params: [n, P]. Returns [n, 1, h, w] logits, all
+    instances in one grouped convolution per layer."""
+    n, c, h, w = x.shape
+    if n == 0:
+        return x.new_zeros(0, 1, h, w) + params.sum() * 0
+    dims = [c] + [channels] * (layers - 1) + [1]
+    weights, biases, start = [], [], 0
+    for a, b in zip(dims[:-1], dims[1:]):
+        weights.append(params[:, start:start + a * b].reshape(n * b, a, 1, 1))
+        start += a * b
+    for b in dims[1:]:
+        biases.append(params[:, start:start + b].reshape(n * b))
+        start += b
+    y = x.reshape(1, n * c, h, w)
+    for k, (wk, bk) in enumerate(zip(weights, biases)):
+        y = F.conv2d(y, wk, bk, groups=n)
+        if k < len(weights) - 1:
+            y = F.relu(y)
+    return y.reshape(n, 1, h, w)
+
+
+class BladeModel(FCOS):
+    """FCOS + mask branch + visible/amodal/region dynamic heads. ``cfg`` is a
+    :class:`blade.config.Config` (or anything with its model and loss fields)."""
+
+    def __init__(self, cfg):
+        backbone, mean, std = build_backbone(cfg.backbone, cfg.pretrained, cfg.fpn_channels)
+        c_in = cfg.mask_out_channels + 2
+        self.n_vis = head_param_count(c_in, cfg.head_channels, cfg.head_layers)
+        self.n_amo = head_param_count(c_in + 1, cfg.head_channels, cfg.head_layers)
+        self.n_reg = head_param_count(c_in, cfg.head_channels, cfg.head_layers)
+        head = BladeFCOSHead(backbone.out_channels, cfg.num_classes,
+                             self.n_vis + self.n_amo + self.n_reg)
+        super().__init__(backbone, cfg.num_classes, min_size=cfg.min_size, max_size=cfg.max_size,
+                         image_mean=mean, image_std=std, head=head,
+                         score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
+                         detections_per_img=cfg.detections_per_img)
+        self.cfg = cfg
+        self.mask_branch = MaskBranch(backbone.out_channels, cfg.mask_branch_channels,
+                                      cfg.mask_out_channels, cfg.mask_branch_convs,
+                                      cfg.mask_branch_norm)
+        self.register_buffer("soi", torch.tensor(cfg.sizes_of_interest, dtype=torch.float32),
+                             persistent=False)
+
+    # -- shared pieces -----------------------------------------------------------------------
+    def _features(self, images_t):
+        feats = list(self.backbone(images_t.tensors).values())  # P3..P7
+        head_outputs = self.head(feats)
+        anchors = self.anchor_generator(images_t, feats)
+        levels = torch.cat([torch.full((f.shape[-2] * f.shape[-1],), k, dtype=torch.long,
+                                       device=f.device) for k, f in enumerate(feats)])
+        return feats, head_outputs, anchors, levels
+
+    def _masks(self, mask_feats, img_idx, params, locations, levels):
+        """Stride-4 logits of the three heads for n instances. Returns a dict of [n,1,h,w]."""
+        n = len(img_idx)
+        h, w = mask_feats.shape[-2:]
+        ys = (torch.arange(h, device=mask_feats.device) * FEAT_STRIDE + FEAT_STRIDE // 2).float()
+        xs = (torch.arange(w, device=mask_feats.device) * FEAT_STRIDE + FEAT_STRIDE // 2).float()
+        soi = self.soi[levels].view(n, 1, 1)
+        rel = torch.stack([(locations[:, 0].view(n, 1, 1) - xs.view(1, 1, w)).expand(n, h, w),
+                           (locations[:, 1].view(n, 1, 1) - ys.view(1, h, 1)).expand(n, h, w)],
+                          dim=1) / soi.unsqueeze(1)  # [n,2,h,w]
+        x = torch.cat([mask_feats[img_idx], rel], dim=1)
+        p_v, p_a, p_r = params.split([self.n_vis, self.n_amo, self.n_reg], dim=1)
+        cfg = self.cfg
+        v = run_dynamic_head(x, p_v, cfg.head_channels, cfg.head_layers)
+        m_v_in = v.sigmoid().detach() if cfg.detach_visible_input else v.sigmoid()
+        a = run_dynamic_head(torch.cat([x, m_v_in], 1), p_a, cfg.head_channels, cfg.head_layers)
+        r = run_dynamic_head(x, p_r, cfg.head_channels, cfg.head_layers)
+        up = FEAT_STRIDE // MASK_STRIDE
+        return {"visible_logits": aligned_upsample(v, up), "amodal_logits": aligned_upsample(a, up),
+                "region_logits": aligned_upsample(r, up)}
+
+    def _pixel_rgb(self, images_t):
+        """Un-normalised [B,3,H,W] RGB in [0,1] and a [B,1,H,W] mask of real (unpadded) pixels."""
+        mean = torch.tensor(self.transform.image_mean, device=images_t.tensors.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.transform.image_std, device=images_t.tensors.device).view(1, 3, 1, 1)
+        rgb = images_t.tensors * std + mean
+        valid = torch.zeros_like(rgb[:, :1])
+        for b, (h, w) in enumerate(images_t.image_sizes):
+            valid[b, :, :h, :w] = 1
+        return rgb, valid
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, images, targets=None, iteration: int = 0):
+        """Training: ``targets`` are dataset items (``visible_boxes``, ``amodal_boxes``,
+        ``labels``); returns ``(terms, weights)`` (detection + mask terms). Eval: ``predict``."""
+        if not self.training:
+            return self.predict(images)
+        cfg = self.cfg
+        det_key = "visible_boxes" if cfg.detect_box == "visible" else "amodal_boxes"
+        det_targets = [{"boxes": t[det_key], "labels": t["labels"]} for t in targets]
+        images_t, det_targets_t = self.transform(images, det_targets)
+        scaled = []
+        for img, (h, w), t in zip(images, images_t.image_sizes, targets):
+            s = torch.tensor([w / img.shape[-1], h / img.shape[-2]] * 2, device=img.device)
+            scaled.append({"visible": t["visible_boxes"] * s, "amodal": t["amodal_boxes"] * s})
+        feats, head_outputs, anchors, levels = self._features(images_t)
+        n_per_level = [f.shape[-2] * f.shape[-1] for f in feats]
+        det = self.compute_loss(det_targets_t, head_outputs, anchors, n_per_level)
+        matched = self.head.last_matched_idxs
+
+        # positives for the mask heads: top-k per image by cls x ctr, spread over the GTs
+        img_idx, anchor_idx, gt_idx = [], [], []
+        offset = 0
+        for b, m in enumerate(matched):
+            pos = torch.nonzero(m >= 0).flatten()
+            if len(pos):
+                score = (head_outputs["cls_logits"][b, pos].detach().sigmoid().amax(1)
+                         * head_outputs["bbox_ctrness"][b, pos, 0].detach().sigmoid())
+                gts = m[pos]
+                per_gt = max(cfg.topk_per_image // len(torch.unique(gts)), 1)
+                for g in torch.unique(gts):
+                    sel = torch.nonzero(gts == g).flatten()
+                    sel = sel[score[sel].topk(min(per_gt, len(sel))).indices]
+                    anchor_idx.append(pos[sel])
+                    img_idx.append(torch.full_like(sel, b))
+                    gt_idx.append(offset + g.expand(len(sel)))
+            offset += len(targets[b]["labels"])
+        device = images_t.tensors.device
+        cat = (lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long, device=device))
+        img_idx, anchor_idx, gt_idx = cat(img_idx), cat(anchor_idx), cat(gt_idx)
+
+        mask_feats = self.mask_branch(feats[:3])
+        params = head_outputs["controller"][img_idx, anchor_idx]
+        all_anchors = torch.stack(anchors)  # [B, HWA, 4]
+        a = all_anchors[img_idx, anchor_idx]
+        locations = (a[:, :2] + a[:, 2:]) / 2
+        outputs = self._masks(mask_feats, img_idx, params, locations, levels[anchor_idx])
+
+        H, W = images_t.tensors.shape[-2:]
+        vis = torch.cat([s["visible"] for s in scaled])
+        amo = torch.cat([s["amodal"] for s in scaled])
+        ids = torch.cat([torch.full((len(s["amodal"]),), b, device=device)
+                         for b, s in enumerate(scaled)])
+        rgb, valid = self._pixel_rgb(images_t)
+        pooled = F.avg_pool2d(rgb, MASK_STRIDE)
+        v4 = valid[..., MASK_STRIDE // 2::MASK_STRIDE, MASK_STRIDE // 2::MASK_STRIDE]
+        sim = color_similarity(pooled) * v4 * unfold_neighbours(v4)[:, 0]  # no edge into padding
+        mask_targets = {
+            "visible_box_masks": box_bitmasks(vis, H, W, MASK_STRIDE)[gt_idx],
+            "amodal_box_masks": box_bitmasks(amo, H, W, MASK_STRIDE)[gt_idx],
+            "region_masks": region_bitmasks(amo, H, W, MASK_STRIDE, image_ids=ids)[gt_idx],
+            "color_similarity": sim[img_idx],
+        }
+        terms, weights = blade_criterion(outputs, mask_targets, cfg, iteration)
+        for k, v in (("det_cls", "classification"), ("det_box", "bbox_regression"),
+                     ("det_ctr", "bbox_ctrness")):
+            terms[k], weights[k] = det[v], 1.0
+        return terms, weights
+
+    # -- inference ---------------------------------------------------------------------------
+    def _detect(self, head_outputs, anchors, image_sizes, levels):
+        """torchvision's FCOS post-processing (sqrt(cls x ctr) > score_thresh, top-k per
+        level, decode, clip, class-wise NMS) keeping each detection's anchor index."""
+        out = []
+        n_classes = head_outputs["cls_logits"].shape[-1]
+        for b, size in enumerate(image_sizes):
+            scores = torch.sqrt(head_outputs["cls_logits"][b].sigmoid()
+                                * head_outputs["bbox_ctrness"][b].sigmoid())  # [HWA, C]
+            boxes, sc, labels, idx = [], [], [], []
+            for lv in range(int(levels.max()) + 1):
+                where = torch.nonzero(levels == lv).flatten()
+                s = scores[where].flatten()
+                keep = torch.nonzero(s > self.score_thresh).flatten()
+                keep = keep[s[keep].topk(min(self.topk_candidates, len(keep))).indices]
+                a_idx = where[keep // n_classes]
+                boxes.append(self.box_coder.decode(head_outputs["bbox_regression"][b, a_idx],
+                                                   anchors[b][a_idx]))
+                sc.append(s[keep])
+                labels.append(keep % n_classes)
+                idx.append(a_idx)
+            boxes = clip_boxes_to_image(torch.cat(boxes), size)
+            sc, labels, idx = torch.cat(sc), torch.cat(labels), torch.cat(idx)
+            keep = batched_nms(boxes, sc, labels, self.nms_thresh)[:self.detections_per_img]
+            out.append({"boxes": boxes[keep], "scores": sc[keep], "labels": labels[keep],
+                        "anchor_idx": idx[keep]})
+        return out
+
+    @torch.no_grad()
+    def predict(self, images, boxes=None, min_iou: float = 0.3):
+        """Detections with visible, amodal, region and fused masks at image resolution.
+
+        images: list of [3,H,W] in [0,1]. Returns one dict per image: ``boxes`` [n,4] (input
+        image pixels), ``scores``, ``labels``, ``visible``/``amodal``/``region``/``masks``
+        (fused, Eq. 2) probabilities [n,H,W]. With ``boxes`` (one [k,4] xyxy tensor per image:
+        the paper's B_test, visible boxes), row j answers given box j: the detection with the
+        highest box IoU with it (class-agnostic) if that IoU >= ``min_iou``; otherwise the
+        location whose centre lies in the box with the best cls x ctr score (or, if none lies
+        inside, the nearest location) supplies the masks, and ``matched`` is False for that
+        row. ``matched_iou`` gives the IoU of the detection used (0 for the fallback).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            images_t, _ = self.transform(images)
+            feats, head_outputs, anchors, levels = self._features(images_t)
+            dets = self._detect(head_outputs, anchors, images_t.image_sizes, levels)
+            mask_feats = self.mask_branch(feats[:3])
+            results = []
+            for b, (img, det) in enumerate(zip(images, dets)):
+                (h, w), (H0, W0) = images_t.image_sizes[b], img.shape[-2:]
+                scale = torch.tensor([w / W0, h / H0] * 2, device=img.device)
+                if boxes is not None:
+                    det = self._match_given(det, boxes[b].to(img.device) * scale, head_outputs,
+                                            anchors, b, min_iou)
+                a = anchors[b][det["anchor_idx"]]
+                n = len(a)
+                outs = self._masks(mask_feats, torch.full((n,), b, device=img.device),
+                                   head_outputs["controller"][b, det["anchor_idx"]],
+                                   (a[:, :2] + a[:, 2:]) / 2, levels[det["anchor_idx"]])
+                probs = {}
+                for key, name in (("visible_logits", "visible"), ("amodal_logits", "amodal"),
+                                  ("region_logits", "region")):
+                    x = aligned_upsample(outs[key], MASK_STRIDE)[..., :h, :w]
+                    x = F.interpolate(x, size=(H0, W0), mode="bilinear", align_corners=False)
+                    probs[name] = x[:, 0].sigmoid()
+                if self.cfg.use_fusion:
+                    fused = probs["amodal"] * probs["region"] + probs["visible"] * (1 - probs["region"])
+                elif self.cfg.use_amodal:
+                    fused = probs["amodal"]
+                else:
+                    fused = probs["visible"]
+                res = {k: v for k, v in det.items() if k != "anchor_idx"}
+                res["boxes"] = det["boxes"] / scale
+                res.update(probs, masks=fused)
+                results.append(res)
+            return results
+        finally:
+            self.train(was_training)
+
+    def _match_given(self, det, given, head_outputs, anchors, b, min_iou):
+        """One detection per given box (see ``predict``)."""
+        k = len(given)
+        rows = {"boxes": [], "scores": [], "labels": [], "anchor_idx": [], "matched": [],
+                "matched_iou": []}
+        ious = box_iou(given, det["boxes"]) if len(det["boxes"]) else given.new_zeros(k, 0)
+        centres = (anchors[b][:, :2] + anchors[b][:, 2:]) / 2
+        quality = (head_outputs["cls_logits"][b].sigmoid().amax(1)
+                   * head_outputs["bbox_ctrness"][b, :, 0].sigmoid())
+        for j in range(k):
+            best = int(ious[j].argmax()) if ious.shape[1] else -1
+            if best >= 0 and ious[j, best] >= min_iou:
+                for key in ("boxes", "scores", "labels", "anchor_idx"):
+                    rows[key].append(det[key][best])
+                rows["matched"].append(True)
+                rows["matched_iou"].append(ious[j, best])
+                continue
+            x1, y1, x2, y2 = given[j]
+            inside = ((centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1)
+                      & (centres[:, 1] < y2))
+            if inside.any():
+                cand = torch.nonzero(inside).flatten()
+                a = cand[quality[cand].argmax()]
+            else:
+                mid = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2])
+                a = (centres - mid).norm(dim=1).argmin()
+            rows["boxes"].append(given[j])
+            rows["scores"].append(quality[a].sqrt())
+            rows["labels"].append(head_outputs["cls_logits"][b, a].argmax())
+            rows["anchor_idx"].append(a)
+            rows["matched"].append(False)
+            rows["matched_iou"].append(given.new_zeros(()))
+        dev = given.device
+        return {
+            "boxes": torch.stack(rows["boxes"]) if k else given.new_zeros(0, 4),
+            "scores": torch.stack(rows["scores"]) if k else given.new_zeros(0),
+            "labels": torch.stack(rows["labels"]) if k else torch.zeros(0, dtype=torch.long, device=dev),
+            "anchor_idx": torch.stack(rows["anchor_idx"]) if k else torch.zeros(0, dtype=torch.long, device=dev),
+            "matched": torch.tensor(rows["matched"], dtype=torch.bool, device=dev),
+            "matched_iou": torch.stack(rows["matched_iou"]) if k else given.new_zeros(0),
+        }

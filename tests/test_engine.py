@@ -1,0 +1,127 @@
+"""Training engine: data plan, schedule, exact resume, non-finite stop, checkpoints, DDP, CLI."""
+
+import csv
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import blade.model
+from blade.config import preset
+from blade.engine import (NonFiniteLoss, hflip, load_checkpoint, load_model, lr_factor,
+                          sample_plan, train)
+from blade.train import main as train_main
+
+
+def test_sample_plan_is_a_permutation_per_epoch_and_deterministic():
+    plan = sample_plan(5, seed=1, start=0, count=10)
+    assert sorted(i for i, _ in plan[:5]) == list(range(5))
+    assert sorted(i for i, _ in plan[5:]) == list(range(5))
+    assert plan[3:7] == sample_plan(5, seed=1, start=3, count=4)  # any window, same answer
+    assert plan != sample_plan(5, seed=2, start=0, count=10)
+
+
+def test_hflip_mirrors_boxes():
+    item = {"image": torch.arange(12.0).reshape(1, 3, 4).expand(3, 3, 4),
+            "amodal_boxes": torch.tensor([[0.0, 1.0, 1.0, 2.0]]),
+            "visible_boxes": torch.tensor([[1.0, 0.0, 4.0, 3.0]])}
+    f = hflip(item)
+    assert f["amodal_boxes"].tolist() == [[3.0, 1.0, 4.0, 2.0]]
+    assert f["visible_boxes"].tolist() == [[0.0, 0.0, 3.0, 3.0]]
+    assert torch.equal(f["image"][0, 0], item["image"][0, 0].flip(0))
+
+
+def test_lr_schedule():
+    cfg = preset("paper")
+    assert lr_factor(0, cfg) == pytest.approx(1 / 1000)
+    assert lr_factor(999, cfg) == 1.0
+    assert lr_factor(39999, cfg) == 1.0
+    assert lr_factor(40000, cfg) == pytest.approx(0.1)
+    assert lr_factor(54000, cfg) == pytest.approx(0.01)
+
+
+def _data(synthetic_dir):
+    return os.path.join(synthetic_dir, "train.json"), os.path.join(synthetic_dir, "train")
+
+
+def test_resumed_run_ends_with_the_same_weights(synthetic_dir, tmp_path):
+    cfg = preset("smoke", iterations=4, checkpoint_every=100)
+    full = train(cfg, *_data(synthetic_dir), str(tmp_path / "full"), progress=False)
+    part = train(cfg, *_data(synthetic_dir), str(tmp_path / "part"), progress=False, max_steps=2)
+    assert load_checkpoint(part)["iteration"] == 2
+    resumed = train(cfg, *_data(synthetic_dir), str(tmp_path / "part"), resume=True,
+                    progress=False)
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    assert a["iteration"] == b["iteration"] == 4
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    log = pd.read_csv(tmp_path / "part" / "log.csv")
+    assert log.iteration.tolist() == [1, 2, 3, 4]  # the resumed run appends to the same log
+    with pytest.raises(ValueError, match="different configuration"):
+        train(dataclasses.replace(cfg, K=3.0), *_data(synthetic_dir), str(tmp_path / "part"),
+              resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_with_a_message(synthetic_dir, tmp_path, monkeypatch):
+    real = blade.model.blade_criterion
+
+    def poisoned(outputs, targets, cfg, iteration=0):
+        terms, weights = real(outputs, targets, cfg, iteration)
+        if iteration >= 3:
+            terms["amo_uniform"] = terms["amo_uniform"] * float("nan")
+        return terms, weights
+
+    monkeypatch.setattr(blade.model, "blade_criterion", poisoned)
+    cfg = preset("smoke", iterations=6, checkpoint_every=2)
+    with pytest.raises(NonFiniteLoss, match=r"'amo_uniform' is nan at iteration 3.*last good "
+                                            r"checkpoint is .*last.pt"):
+        train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
+    assert load_checkpoint(str(tmp_path / "checkpoints" / "last.pt"))["iteration"] == 2
+
+
+def test_checkpoints_are_safe_and_versioned(synthetic_dir, tmp_path):
+    cfg = preset("smoke", iterations=2)
+    path = train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
+    model, ckpt = load_model(path)
+    assert ckpt["classes"] and not model.training
+    bad = dict(ckpt, version=99)
+    torch.save(bad, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="format version 99"):
+        load_checkpoint(str(tmp_path / "old.pt"))
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a BLADE kit checkpoint"):
+        load_checkpoint(str(tmp_path / "other.pt"))
+
+
+def test_cli_overrides_any_field(synthetic_dir, tmp_path):
+    train_main(["--preset", "smoke", "--data", synthetic_dir, "--out", str(tmp_path),
+                "--iterations", "2", "--K", "2.5", "--use-fusion", "false",
+                "--lr-steps", "1", "--no-progress"])
+    saved = json.load(open(tmp_path / "config.json"))
+    assert saved["K"] == 2.5 and saved["use_fusion"] is False and saved["lr_steps"] == [1]
+    with open(tmp_path / "log.csv") as f:
+        header = next(csv.reader(f))
+    assert "region" not in header and "amo_neighbor" in header
+    with pytest.raises(SystemExit, match="does not exist"):
+        train_main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+
+
+def test_two_process_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "blade.train",
+           "--preset", "smoke", "--data", synthetic_dir, "--out", str(tmp_path),
+           "--device", "cpu", "--iterations", "3", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    replicas = json.load(open(tmp_path / "replicas.json"))
+    assert len(replicas["checksums"]) == 2 and replicas["identical"]

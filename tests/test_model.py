@@ -1,0 +1,123 @@
+"""The network: parameter counts, dynamic heads, backbones, training forward, prediction."""
+
+import os
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blade.backbones import (EfficientNetLite0, WeightsUnavailable, build_backbone,
+                             load_lite0_imagenet, lite0_weights_path)
+from blade.config import preset
+from blade.data import AmodalDataset
+from blade.model import BladeModel, aligned_upsample, head_param_count, run_dynamic_head
+
+
+def test_param_counts_match_condinst_and_boxinst():
+    assert head_param_count(16 + 2) == 233  # BoxInst: 16 mask channels + 2 coordinates
+    assert head_param_count(8 + 2) == 169  # CondInst: 8 mask channels
+    assert head_param_count(16 + 2 + 1) == 241  # BLADE amodal head: + m_v
+
+
+def test_dynamic_head_equals_per_instance_convolutions():
+    torch.manual_seed(0)
+    n, c, h, w = 3, 5, 4, 6
+    x = torch.randn(n, c, h, w, dtype=torch.float64)
+    params = torch.randn(n, head_param_count(c, 4, 3), dtype=torch.float64)
+    out = run_dynamic_head(x, params, channels=4, layers=3)
+    for i in range(n):  # the same instance alone, written as plain matrix products
+        p = params[i]
+        w1, p = p[:c * 4].reshape(4, c), p[c * 4:]
+        w2, p = p[:16].reshape(4, 4), p[16:]
+        w3, p = p[:4].reshape(1, 4), p[4:]
+        b1, b2, b3 = p[:4], p[4:8], p[8:9]
+        y = F.relu(torch.einsum("oc,chw->ohw", w1, x[i]) + b1[:, None, None])
+        y = F.relu(torch.einsum("oc,chw->ohw", w2, y) + b2[:, None, None])
+        y = torch.einsum("oc,chw->ohw", w3, y) + b3[:, None, None]
+        assert torch.allclose(out[i], y)
+    assert run_dynamic_head(x[:0], params[:0], 4, 3).shape == (0, 1, h, w)
+
+
+def test_aligned_upsample_keeps_constants_and_shape():
+    x = torch.full((2, 1, 5, 7), 3.0)
+    y = aligned_upsample(x, 2)
+    assert y.shape == (2, 1, 10, 14) and torch.allclose(y, x.new_full(y.shape, 3.0))
+
+
+def test_lite0_imagenet_weights_load_and_classify():
+    from PIL import Image
+
+    from blade.data.assets import _skimage_file
+
+    model = EfficientNetLite0()
+    load_lite0_imagenet(model)
+    model.eval()
+    sd = torch.load(lite0_weights_path(), weights_only=True)
+    img = torch.from_numpy(_skimage_file("coffee").copy()).permute(2, 0, 1)[None].float()
+    x = (F.interpolate(img, size=(224, 224), mode="bilinear") - 127) / 128
+    with torch.no_grad():
+        f = F.conv2d(model(x)["2"], sd["_conv_head.weight"])
+        f = F.batch_norm(f, sd["_bn1.running_mean"], sd["_bn1.running_var"], sd["_bn1.weight"],
+                         sd["_bn1.bias"], eps=1e-3)
+        logits = F.relu6(f).mean((2, 3)) @ sd["_fc.weight"].T + sd["_fc.bias"]
+    assert int(logits.argmax()) == 967  # ImageNet class 967: espresso
+
+
+def test_missing_torchvision_weights_give_a_clear_error(monkeypatch):
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailable, match="pretrained=False to train from scratch"):
+        build_backbone("resnet18", pretrained=True)
+    backbone, _, _ = build_backbone("resnet18", pretrained=False)  # the explicit choice works
+    assert backbone.out_channels == 256
+
+
+@pytest.fixture(scope="module")
+def items(synthetic_dir):
+    ds = AmodalDataset(os.path.join(synthetic_dir, "train.json"),
+                       os.path.join(synthetic_dir, "train"))
+    return [ds[0], ds[1]]
+
+
+def test_training_forward_gives_every_term_and_gradients(items):
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke")).train()
+    terms, weights = model([it["image"] for it in items], items, iteration=1)
+    expected = {"vis_proj", "vis_pair", "amo_proj", "amo_pair", "amo_neighbor", "amo_uniform",
+                "region", "det_cls", "det_box", "det_ctr"}
+    assert set(terms) == set(weights) == expected
+    loss = sum(weights[k] * terms[k] for k in terms)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.head.regression_head.controller.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.mask_branch.parameters())
+
+
+def test_ablation_configs_change_the_terms(items):
+    model = BladeModel(preset("smoke", use_fusion=False, use_neighbor=False)).train()
+    terms, _ = model([it["image"] for it in items], items)
+    assert "region" not in terms and "amo_neighbor" not in terms and "amo_uniform" in terms
+
+
+def test_predict_shapes_and_given_boxes(items):
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke")).eval()
+    img = items[0]["image"]
+    out = model.predict([img])[0]
+    for key in ("visible", "amodal", "region", "masks"):
+        assert out[key].shape == (len(out["boxes"]),) + tuple(img.shape[-2:])
+    given = items[0]["visible_boxes"]
+    out = model.predict([img], boxes=[given])[0]
+    assert len(out["masks"]) == len(given) and out["masks"].shape[-2:] == img.shape[-2:]
+    assert out["matched"].dtype == torch.bool and len(out["matched_iou"]) == len(given)
+    # an untrained detector finds nothing: every box falls back to a location inside it
+    assert not out["matched"].any() and torch.equal(out["boxes"], given)
+    m = out["masks"]
+    assert (m >= 0).all() and (m <= 1).all()
+    fused = out["amodal"] * out["region"] + out["visible"] * (1 - out["region"])
+    assert torch.allclose(out["masks"], fused)  # Eq. 2
