@@ -198,13 +198,18 @@ class BladeModel(FCOS):
         x = torch.cat([mask_feats[img_idx], rel], dim=1)
         p_v, p_a, p_r = params.split([self.n_vis, self.n_amo, self.n_reg], dim=1)
         cfg = self.cfg
-        v = run_dynamic_head(x, p_v, cfg.head_channels, cfg.head_layers)
-        m_v_in = v.sigmoid().detach() if cfg.detach_visible_input else v.sigmoid()
-        a = run_dynamic_head(torch.cat([x, m_v_in], 1), p_a, cfg.head_channels, cfg.head_layers)
-        r = run_dynamic_head(x, p_r, cfg.head_channels, cfg.head_layers)
         up = FEAT_STRIDE // MASK_STRIDE
-        return {"visible_logits": aligned_upsample(v, up), "amodal_logits": aligned_upsample(a, up),
-                "region_logits": aligned_upsample(r, up)}
+        v = run_dynamic_head(x, p_v, cfg.head_channels, cfg.head_layers)
+        out = {"visible_logits": aligned_upsample(v, up)}
+        if cfg.use_amodal:  # heads a configuration does not use are not run at all
+            m_v_in = v.sigmoid().detach() if cfg.detach_visible_input else v.sigmoid()
+            a = run_dynamic_head(torch.cat([x, m_v_in], 1), p_a, cfg.head_channels,
+                                 cfg.head_layers)
+            out["amodal_logits"] = aligned_upsample(a, up)
+        if cfg.use_fusion:
+            r = run_dynamic_head(x, p_r, cfg.head_channels, cfg.head_layers)
+            out["region_logits"] = aligned_upsample(r, up)
+        return out
 
     def _pixel_rgb(self, images_t):
         """Un-normalised [B,3,H,W] RGB in [0,1] and a [B,1,H,W] mask of real (unpadded) pixels."""
@@ -318,7 +323,8 @@ class BladeModel(FCOS):
 
         images: list of [3,H,W] in [0,1]. Returns one dict per image: ``boxes`` [n,4] (input
         image pixels), ``scores``, ``labels``, ``visible``/``amodal``/``region``/``masks``
-        (fused, Eq. 2) probabilities [n,H,W]. With ``boxes`` (one [k,4] xyxy tensor per image:
+        (fused, Eq. 2) probabilities [n,H,W]; without a region branch ``masks`` is m_a and
+        ``region`` is zeros, without an amodal branch (BoxInst) ``amodal`` is m_v. With ``boxes`` (one [k,4] xyxy tensor per image:
         the paper's B_test, visible boxes), row j answers given box j: the detection with the
         highest box IoU with it (class-agnostic) if that IoU >= ``min_iou``; otherwise the
         location whose centre lies in the box with the best cls x ctr score (or, if none lies
@@ -347,15 +353,19 @@ class BladeModel(FCOS):
                 probs = {}
                 for key, name in (("visible_logits", "visible"), ("amodal_logits", "amodal"),
                                   ("region_logits", "region")):
+                    if key not in outs:
+                        continue
                     x = aligned_upsample(outs[key], MASK_STRIDE)[..., :h, :w]
                     x = F.interpolate(x, size=(H0, W0), mode="bilinear", align_corners=False)
                     probs[name] = x[:, 0].sigmoid()
-                if self.cfg.use_fusion:
+                # without an amodal head (BoxInst) the visible mask is the prediction; without
+                # the region branch (no FS) there is no fusion: m = m_a
+                probs.setdefault("amodal", probs["visible"])
+                if "region" in probs:
                     fused = probs["amodal"] * probs["region"] + probs["visible"] * (1 - probs["region"])
-                elif self.cfg.use_amodal:
-                    fused = probs["amodal"]
                 else:
-                    fused = probs["visible"]
+                    probs["region"] = torch.zeros_like(probs["visible"])
+                    fused = probs["amodal"]
                 res = {k: v for k, v in det.items() if k != "anchor_idx"}
                 res["boxes"] = det["boxes"] / scale
                 res.update(probs, masks=fused)

@@ -170,3 +170,35 @@ def show_edge_survival(ax, color_sim, threshold: float = 0.3, image=None):
         ax.imshow(share, cmap="magma", vmin=0, vmax=1)
         ax.set_axis_off()
     return ax
+
+
+def show_prediction(ax, image, result: dict, classes=None, threshold: float = 0.5,
+                    max_objects: int = 30):
+    """A ``BladeModel.predict`` result: visible masks filled, final amodal masks outlined,
+    boxes and class labels (one colour per object)."""
+    show_image(ax, image)
+    n = min(len(result["boxes"]), max_objects)
+    for k in range(n):
+        color = f"C{k % 10}"
+        show_mask(ax, _np(result["visible"][k]) > threshold, color, alpha=0.45)
+        show_mask(ax, _np(result["masks"][k]) > threshold, color, outline=True)
+        show_box(ax, result["boxes"][k], color, lw=1, ls="--")
+        if classes is not None:
+            x1, y1 = (float(v) for v in _np(result["boxes"][k])[:2])
+            ax.text(x1, y1 - 2, f"{classes[int(result['labels'][k])]} "
+                    f"{float(result['scores'][k]):.2f}", color="white", fontsize=7,
+                    bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "edgecolor": "none"})
+    return ax
+
+
+def plot_losses(ax, log, terms=None, smooth: int = 1):
+    """Loss terms from a run's ``log.csv`` (a DataFrame) against the iteration."""
+    skip = {"iteration", "lr", "sec_per_it"}
+    terms = terms or [c for c in log.columns if c not in skip]
+    for name in terms:
+        y = log[name].rolling(smooth, min_periods=1).mean() if smooth > 1 else log[name]
+        ax.plot(log["iteration"], y, label=name, lw=2 if name == "total" else 1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7, ncol=2)
+    return ax

@@ -121,3 +121,24 @@ def test_predict_shapes_and_given_boxes(items):
     assert (m >= 0).all() and (m <= 1).all()
     fused = out["amodal"] * out["region"] + out["visible"] * (1 - out["region"])
     assert torch.allclose(out["masks"], fused)  # Eq. 2
+
+
+def test_paper_preset_network_trains_a_step_on_cpu(items):
+    """The paper's ResNet-50-FPN network (weights not needed here), at a small input size."""
+    cfg = preset("paper", pretrained=False, min_size=128, max_size=128)
+    assert (cfg.backbone, cfg.batch_size, cfg.iterations, cfg.lr, cfg.lr_steps) == \
+        ("resnet50", 6, 60000, 0.01, (40000, 54000))
+    model = BladeModel(cfg).train()
+    terms, weights = model([it["image"] for it in items], items, iteration=10)
+    loss = sum(weights[k] * terms[k] for k in terms)
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+def test_boxinst_configuration_runs_only_the_visible_head(items):
+    cfg = preset("smoke", use_amodal=False, use_fusion=False)
+    model = BladeModel(cfg).train()
+    terms, _ = model([it["image"] for it in items], items)
+    assert set(terms) == {"vis_proj", "vis_pair", "det_cls", "det_box", "det_ctr"}
+    out = model.predict([items[0]["image"]], boxes=[items[0]["visible_boxes"]])[0]
+    assert torch.equal(out["masks"], out["visible"]) and (out["region"] == 0).all()
