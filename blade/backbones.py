@@ -161,12 +161,19 @@ class BodyWithFPN(nn.Module):
 
 # -- builder ----------------------------------------------------------------------------------------
 def build_backbone(name: str, pretrained: bool, fpn_channels: int = 256,
-                   trainable_layers: int = 3) -> tuple[nn.Module, list, list]:
-    """Returns ``(backbone with FPN, image_mean, image_std)``; ``backbone.out_channels`` set."""
+                   trainable_layers: int = 3, load_weights: bool = True
+                   ) -> tuple[nn.Module, list, list]:
+    """Returns ``(backbone with FPN, image_mean, image_std)``; ``backbone.out_channels`` set.
+
+    ``pretrained`` fixes the architecture of a fine-tuned backbone (frozen BatchNorm, frozen
+    early layers); ``load_weights=False`` builds that architecture without fetching the
+    ImageNet weights, for loading a checkpoint of a model that was built with them.
+    """
     if name == "efficientnet_lite0":
         body = EfficientNetLite0()
         if pretrained:
-            load_lite0_imagenet(body)
+            if load_weights:
+                load_lite0_imagenet(body)
             freeze_batchnorm(body)
             for p in list(body._conv_stem.parameters()):  # the stem stays as trained on ImageNet
                 p.requires_grad_(False)
@@ -174,11 +181,13 @@ def build_backbone(name: str, pretrained: bool, fpn_channels: int = 256,
     if name in ("resnet18", "resnet50"):
         from torchvision.models import ResNet18_Weights, ResNet50_Weights
         from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+        from torchvision.ops.misc import FrozenBatchNorm2d as Frozen
 
         weights = {"resnet18": ResNet18_Weights, "resnet50": ResNet50_Weights}[name].IMAGENET1K_V1
         try:
             backbone = resnet_fpn_backbone(
-                backbone_name=name, weights=weights if pretrained else None,
+                backbone_name=name, weights=weights if (pretrained and load_weights) else None,
+                norm_layer=Frozen if pretrained else nn.BatchNorm2d,  # as fcos_resnet50_fpn
                 trainable_layers=trainable_layers if pretrained else 5,
                 returned_layers=[2, 3, 4],
                 extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))

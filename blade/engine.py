@@ -162,8 +162,7 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 def load_model(path: str, device="cpu") -> tuple[BladeModel, dict]:
     """A trained model from a checkpoint (weights only, no ImageNet download)."""
     ckpt = load_checkpoint(path)
-    cfg = dataclasses.replace(config_from_dict(ckpt["config"]), pretrained=False)
-    model = BladeModel(cfg)
+    model = BladeModel(config_from_dict(ckpt["config"]), load_weights=False)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -218,7 +217,7 @@ def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: 
             raise ValueError(f"--resume with a different configuration than the run in "
                              f"{out_dir}: {diff} (saved, now)")
         start = state["iteration"]
-    model = BladeModel(dataclasses.replace(cfg, pretrained=cfg.pretrained and state is None))
+    model = BladeModel(cfg, load_weights=state is None)  # resuming: weights come from the checkpoint
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,

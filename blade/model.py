@@ -157,8 +157,11 @@ class BladeModel(FCOS):
     """FCOS + mask branch + visible/amodal/region dynamic heads. ``cfg`` is a
     :class:`blade.config.Config` (or anything with its model and loss fields)."""
 
-    def __init__(self, cfg):
-        backbone, mean, std = build_backbone(cfg.backbone, cfg.pretrained, cfg.fpn_channels)
+    def __init__(self, cfg, load_weights: bool = True):
+        # load_weights=False: the architecture of cfg (frozen BN etc. when cfg.pretrained)
+        # without fetching ImageNet weights, for restoring a checkpoint
+        backbone, mean, std = build_backbone(cfg.backbone, cfg.pretrained, cfg.fpn_channels,
+                                             load_weights=load_weights)
         c_in = cfg.mask_out_channels + 2
         self.n_vis = head_param_count(c_in, cfg.head_channels, cfg.head_layers)
         self.n_amo = head_param_count(c_in + 1, cfg.head_channels, cfg.head_layers)

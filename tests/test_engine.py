@@ -50,8 +50,11 @@ def _data(synthetic_dir):
     return os.path.join(synthetic_dir, "train.json"), os.path.join(synthetic_dir, "train")
 
 
-def test_resumed_run_ends_with_the_same_weights(synthetic_dir, tmp_path):
-    cfg = preset("smoke", iterations=4, checkpoint_every=100)
+@pytest.mark.parametrize("pretrained", [False, True], ids=["scratch", "imagenet"])
+def test_resumed_run_ends_with_the_same_weights(synthetic_dir, tmp_path, pretrained):
+    # with ImageNet weights the backbone has frozen BN and a frozen stem: a resumed run must
+    # rebuild exactly that architecture (and not download the weights again)
+    cfg = preset("smoke", iterations=4, checkpoint_every=100, pretrained=pretrained)
     full = train(cfg, *_data(synthetic_dir), str(tmp_path / "full"), progress=False)
     part = train(cfg, *_data(synthetic_dir), str(tmp_path / "part"), progress=False, max_steps=2)
     assert load_checkpoint(part)["iteration"] == 2
