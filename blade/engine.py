@@ -183,9 +183,25 @@ def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: 
     can be done in chunks with ``resume=True``; the schedule always follows ``cfg.iterations``.
     """
     world, rank, local = _dist_info()
-    if world > 1 and not dist.is_initialized():
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
         backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
         dist.init_process_group(backend)
+    try:
+        result = _train(cfg, train_ann, train_images, out_dir, resume, schema, progress,
+                        max_steps, world, rank, local)
+    except BaseException:
+        if own_group:  # no barrier here: the other processes may never reach it
+            dist.destroy_process_group()
+        raise
+    if own_group:  # exiting with a live gloo/NCCL group aborts the process at teardown
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_steps,
+           world, rank, local):
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
     device = pick_device(cfg.device)
