@@ -2,7 +2,8 @@
 
     python benchmarks/bench_train_step.py [--steps 10] [--batch 4]
 
-Measured in one run on the same images and batch (synthetic 256x256 scenes):
+Measured in one run on the same images and batch (synthetic 256x256 scenes), the three
+models' steps interleaved:
 (a) BLADE (three branches), (b) the same network with only the visible branch (BoxInst),
 (c) torchvision's FCOS alone with the same backbone and FPN. Issue targets: BLADE <= 1.3x
 BoxInst and <= 1.8x FCOS. Then inference images/s at 256x256 (``model.predict``, one image
@@ -11,7 +12,6 @@ per call) and the peak resident memory of a training step (a fresh process per m
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -19,9 +19,14 @@ import time
 
 import torch
 
+from blade.criterion import total_loss
+
 
 def images_and_targets(batch):
+    from blade.data.shapes import CATEGORY_IDS
     from blade.data.synthetic import SceneGenerator, SyntheticConfig, scene_records
+
+    ids = sorted(CATEGORY_IDS.values())  # contiguous labels in category-id order, as the loader
 
     gen = SceneGenerator(SyntheticConfig(), seed=0)
     items = []
@@ -34,7 +39,7 @@ def images_and_targets(batch):
             "image": torch.from_numpy(scene.image).permute(2, 0, 1).float() / 255,
             "amodal_boxes": torch.tensor([xyxy(r["bbox"]) for r in recs]),
             "visible_boxes": torch.tensor([xyxy(r["visible_bbox"]) for r in recs]),
-            "labels": torch.tensor([[2, 3, 4, 5, 6].index(r["category_id"]) for r in recs])})
+            "labels": torch.tensor([ids.index(r["category_id"]) for r in recs])})
     return items
 
 
@@ -64,22 +69,27 @@ def step(model, kind, items, it):
         loss = sum(losses.values())
     else:
         terms, weights = model(images, items, iteration=it)
-        loss = sum(weights[k] * terms[k] for k in terms)
+        loss = total_loss(terms, weights)
     loss.backward()
 
 
-def time_steps(kind, items, steps):
-    torch.manual_seed(0)
-    model, _ = build(kind)
-    model.train()
-    step(model, kind, items, 1000)  # warm-up
-    times = []
+def time_steps(kinds, items, steps):
+    """Median step time per kind, the kinds interleaved step by step so that changes in the
+    (shared, noisy) machine's load fall on all of them alike."""
+    models = {}
+    for kind in kinds:
+        torch.manual_seed(0)
+        models[kind], _ = build(kind)
+        models[kind].train()
+        step(models[kind], kind, items, 1000)  # warm-up
+    times = {kind: [] for kind in kinds}
     for _ in range(steps):
-        model.zero_grad(set_to_none=True)
-        t = time.perf_counter()
-        step(model, kind, items, 1000)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for kind in kinds:
+            models[kind].zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            step(models[kind], kind, items, 1000)
+            times[kind].append(time.perf_counter() - t)
+    return {kind: statistics.median(v) for kind, v in times.items()}
 
 
 def _status_kib(field):
@@ -116,9 +126,10 @@ def main():
     if args.memory_child:
         return memory_child(args.batch)
     items = images_and_targets(args.batch)
-    t = {kind: time_steps(kind, items, args.steps) for kind in ("fcos", "boxinst", "blade")}
+    t = time_steps(("fcos", "boxinst", "blade"), items, args.steps)
     print(f"cpu preset (EfficientNet-Lite0, 256x256), batch {args.batch}, torch threads "
-          f"{torch.get_num_threads()}, median of {args.steps} forward+backward steps:")
+          f"{torch.get_num_threads()}, median of {args.steps} forward+backward steps, the three "
+          f"models interleaved:")
     for kind, name in (("fcos", "torchvision FCOS alone"), ("boxinst", "BoxInst (visible branch)"),
                        ("blade", "BLADE (3 branches)")):
         print(f"  {name:26s}: {t[kind] * 1e3:7.0f} ms")

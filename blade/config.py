@@ -17,7 +17,7 @@ Presets:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from .criterion import LossConfig
 
@@ -61,9 +61,6 @@ class Config(LossConfig):
     log_every: int = 20  # iterations between CSV rows of the loss terms
     seed: int = 0  # seed of weights, data order and augmentation
     deterministic: bool = False  # deterministic kernels: bit-exact reruns/resumes (slower on GPU)
-
-    def loss_config(self) -> LossConfig:
-        return LossConfig(**{f.name: getattr(self, f.name) for f in fields(LossConfig)})
 
 
 PRESETS = {

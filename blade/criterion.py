@@ -121,5 +121,5 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
 
 
 def total_loss(terms: dict, weights: dict) -> torch.Tensor:
-    """sum_k weights[k] * terms[k]."""
-    return sum(weights[k] * terms[k] for k in terms)
+    """sum_k weights[k] * terms[k], in float32 (terms may be float16 under autocast)."""
+    return sum(weights[k] * terms[k].float() for k in terms)

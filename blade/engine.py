@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from .config import Config
+from .criterion import total_loss
 from .data import AmodalDataset
 from .model import BladeModel
 from .utils import pick_device
@@ -278,13 +279,16 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                        for b in batch]
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 terms, weights = net(images, targets, iteration=it)
-            bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
+            # one device->host transfer per step serves both the finite check and the log
+            values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()])
+                              .tolist()))
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise NonFiniteLoss(
-                    f"loss term '{bad[0]}' is {terms[bad[0]].item()} at iteration {it} "
+                    f"loss term '{bad[0]}' is {values[bad[0]]} at iteration {it} "
                     f"(also non-finite: {bad[1:]}); stopped. The last good checkpoint is "
                     f"{last if os.path.exists(last) else 'none (no checkpoint written yet)'}")
-            loss = sum(weights[k] * terms[k].float() for k in terms)
+            loss = total_loss(terms, weights)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -299,14 +303,13 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
 
-            values = {k: v.item() for k, v in terms.items()}
             for k, v in values.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
             done = it + 1
             if rank == 0 and (done % cfg.log_every == 0 or done == cfg.iterations):
                 now = time.perf_counter()
                 row = {"iteration": done, "lr": optimizer.param_groups[0]["lr"],
-                       "total": loss.item(), **values,
+                       "total": sum(weights[k] * values[k] for k in values), **values,
                        "sec_per_it": (now - t_last) / max(cfg.log_every, 1)}
                 t_last = now
                 if writer is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .boxes import box_bitmasks
+from .boxes import box_area, box_bitmasks
 
 
 def pairwise_intersections(amodal_boxes: torch.Tensor, image_ids: torch.Tensor | None = None):
@@ -96,17 +96,17 @@ def coverage_records(item: dict) -> list:
     H, W = item["image"].shape[-2:]
     regions, has = overlap_regions(boxes)
     bitmasks = region_bitmasks(boxes, H, W).bool()[:, 0].numpy()
+    box_areas, reg_areas = box_area(boxes).tolist(), box_area(regions).tolist()
     rows = []
     for k in range(len(boxes)):
         a = item["amodal_masks"][k].numpy()
         v = item["visible_masks"][k].numpy()
-        box_area = float((boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1]))
-        reg_area = float((regions[k, 2] - regions[k, 0]) * (regions[k, 3] - regions[k, 1]))
         rows.append({
             "image_id": item["image_id"], "ann_id": item["ann_ids"][k],
             "label": int(item["labels"][k]), "occlusion": float(item["occlusion"][k]),
             "level": int(item["levels"][k]), "has_region": bool(has[k]),
-            "region_share_of_box": reg_area / box_area if box_area > 0 else float("nan"),
+            "region_share_of_box": (reg_areas[k] / box_areas[k] if box_areas[k] > 0
+                                    else float("nan")),
             "coverage": occluded_coverage(bitmasks[k], a, v),
         })
     return rows

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .boxes import box_bitmasks
+from .boxes import box_bitmasks, mask_to_box
 from .losses import neighbor_loss, pairwise_loss, projection_loss, uniform_loss
 from .overlap import overlap_regions
 from .pairwise import color_similarity
@@ -68,7 +68,7 @@ def toy_instance(seed: int = 0, image_size: int = 256, stride: int = 2,
         scene = gen()
         if len(scene.instances) < 2:
             continue
-        boxes = torch.tensor(np.array([_mask_box(i.amodal) for i in scene.instances]))
+        boxes = torch.tensor(np.array([mask_to_box(i.amodal) for i in scene.instances]))
         regions, has = overlap_regions(boxes)
         for k, inst in enumerate(scene.instances):
             if wanted and inst.category not in wanted:
@@ -78,12 +78,6 @@ def toy_instance(seed: int = 0, image_size: int = 256, stride: int = 2,
                 if int(((toy["R"] > 0.5) & toy["visible"]).sum()) >= min_v_pov:
                     return toy
     raise RuntimeError(f"no suitable occluded instance in 200 scenes (seed {seed})")
-
-
-def _mask_box(mask: np.ndarray) -> np.ndarray:
-    from .boxes import mask_to_box
-
-    return mask_to_box(mask)
 
 
 def _prepare(scene, k, boxes, regions, stride, margin: float = 0.5) -> dict:
@@ -116,7 +110,7 @@ def _prepare(scene, k, boxes, regions, stride, margin: float = 0.5) -> dict:
                                                                                       cx2, cy2),
         "occlusion": inst.occlude_rate, "category": inst.category,
         "amodal": sample(inst.amodal), "visible": visible,
-        "B_a": raster(boxes[k]), "B_v": raster(_mask_box(inst.visible)), "R": raster(regions[k]),
+        "B_a": raster(boxes[k]), "B_v": raster(mask_to_box(inst.visible)), "R": raster(regions[k]),
         "m_v": torch.where(visible, 0.95, 0.05).float(),
         "color_similarity": color_similarity(pooled),
     }
@@ -213,7 +207,6 @@ def band_view(toy: dict, **knobs):
     snapshots, the final band and the loss curves. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    from . import viz
 
     cfg = BandConfig(**knobs)
     res = optimize_mask(toy, cfg)

@@ -3,7 +3,6 @@
 import os
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,7 +46,6 @@ def test_aligned_upsample_keeps_constants_and_shape():
 
 
 def test_lite0_imagenet_weights_load_and_classify():
-    from PIL import Image
 
     from blade.data.assets import _skimage_file
 

@@ -1,7 +1,6 @@
 """Overlap regions (paper Eq. 3-6): hand cases and properties against a brute-force loop."""
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from blade.data.synthetic import (SceneGenerator, SyntheticConfig, bg_level, fg_level,
-                                  level_summary, main, write_split)
+                                  level_summary, main)
 
 
 def _digest(folder):
@@ -80,7 +80,7 @@ def test_records_are_exact_and_in_cocoa_cls_schema(synthetic_dir):
 def test_default_config_balances_levels():
     gen = SceneGenerator(SyntheticConfig(), seed=11)
     anns = []
-    for i in range(120):
+    for _ in range(120):
         scene = gen()
         anns += [{"fg_level": fg_level(inst.occlude_rate)} for inst in scene.instances]
         assert 0.0 <= scene.bg_rate <= 1.0

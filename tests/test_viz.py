@@ -5,7 +5,6 @@ import os
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from blade import viz

@@ -244,7 +244,7 @@ class SceneGenerator:
                 self.level_counts[level] += 1
 
         # paint back to front, clutter last (it is in front of everything)
-        for name, y, x, patch, _ in reversed(placed):
+        for _name, y, x, patch, _ in reversed(placed):
             h, w = patch.shape
             hue = rng.random()
             rgb = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 0.95),
