@@ -81,7 +81,10 @@ def pairwise_loss(mask_logits: torch.Tensor, color_similarity: torch.Tensor,
     """
     if mask_logits.shape[0] == 0:
         return _zero(mask_logits)
-    keep = pairwise_weights(color_similarity, box_masks, threshold) > 0  # [N,8,H,W]
+    h, w = box_masks.shape[-2:]
+    valid = neighbour_valid(h, w, device=box_masks.device, dtype=torch.bool)
+    keep = (color_similarity >= threshold) & (box_masks > 0.5) & valid  # [N,8,H,W], as
+    # pairwise_weights > 0, in bool (a quarter of the memory traffic of the float product)
     n_kept = keep.sum()
     if n_kept == 0:
         return _zero(mask_logits)

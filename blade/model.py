@@ -15,7 +15,7 @@ CondInst/BoxInst parts (constants from AdelaiDet's code and BoxInst config):
   ``mask_branch_convs`` 3x3 convs and a 1x1 to ``mask_out_channels`` = 16 (BoxInst);
 * dynamic heads: 3 1x1 layers of 8 channels with ReLU between, input = mask features + 2
   relative coordinates ((location - pixel centre) / size of interest of the location's level,
-  soi = 64, 128, 256, 512, 1024), run for all instances at once as grouped convolutions;
+  soi = 64, 128, 256, 512, 1024), run for all instances at once as batched matrix products;
   logits at stride 8 are upsampled x2 ("aligned" bilinear) to stride 4;
 * per image, the top ``topk_per_image`` = 64 positives by cls x ctr score train the masks,
   ``max(64 // #GT, 1)`` per ground-truth instance (BoxInst ``TOPK_PROPOSALS_PER_IM``).
@@ -66,7 +66,13 @@ def aligned_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class ControllerRegressionHead(FCOSRegressionHead):
-    """torchvision's regression head plus the controller conv on the same tower."""
+    """torchvision's regression head plus the controller conv on the same tower.
+
+    The controller (a 3x3 conv, ``num_params`` outputs) is evaluated lazily, only at the
+    locations that need dynamic-head parameters (the top-k positives in training, the
+    detections at inference) by :meth:`controller_at`: the same numbers as running the conv on
+    every location of P3-P7 and indexing, without computing ~700 channels at thousands of
+    locations that are thrown away (this was about a third of a ``cpu`` training step)."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_params: int, num_convs: int = 4):
         super().__init__(in_channels, num_anchors, num_convs)
@@ -75,19 +81,40 @@ class ControllerRegressionHead(FCOSRegressionHead):
         nn.init.zeros_(self.controller.bias)
 
     def forward(self, x):
-        regs, ctrs, params = [], [], []
+        regs, ctrs, towers = [], [], []
         for features in x:
             tower = self.conv(features)
             n, _, h, w = tower.shape
             regs.append(F.relu(self.bbox_reg(tower)).permute(0, 2, 3, 1).reshape(n, h * w, 4))
             ctrs.append(self.bbox_ctrness(tower).permute(0, 2, 3, 1).reshape(n, h * w, 1))
-            p = self.controller(tower)
-            params.append(p.permute(0, 2, 3, 1).reshape(n, h * w, -1))
-        return torch.cat(regs, 1), torch.cat(ctrs, 1), torch.cat(params, 1)
+            towers.append(tower)
+        return torch.cat(regs, 1), torch.cat(ctrs, 1), towers
+
+    def controller_at(self, towers, img_idx, anchor_idx):
+        """Controller output [n, P] at n locations: ``img_idx`` [n] images, ``anchor_idx`` [n]
+        indices into the concatenated P3..P7 locations (row-major per level, one anchor)."""
+        c = towers[0].shape[1]
+        weight = self.controller.weight.permute(0, 2, 3, 1).reshape(-1, 9 * c)  # [P, 3*3*C]
+        out = towers[0].new_zeros(len(anchor_idx), weight.shape[0])
+        d = torch.arange(3, device=anchor_idx.device) - 1
+        start = 0
+        for tower in towers:
+            h, w = tower.shape[-2:]
+            sel = torch.nonzero((anchor_idx >= start) & (anchor_idx < start + h * w)).flatten()
+            if len(sel):
+                local = anchor_idx[sel] - start
+                ys = (local // w).view(-1, 1, 1) + d.view(1, 3, 1) + 1  # [k,3,1] in padded map
+                xs = (local % w).view(-1, 1, 1) + d.view(1, 1, 3) + 1  # [k,1,3]
+                padded = F.pad(tower, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # [N,h+2,w+2,C]
+                patches = padded[img_idx[sel].view(-1, 1, 1), ys, xs]  # [k,3,3,C]
+                out = out.index_put((sel,), patches.reshape(len(sel), -1) @ weight.t())
+            start += h * w
+        return out + self.controller.bias
 
 
 class BladeFCOSHead(FCOSHead):
-    """FCOS head whose outputs include ``controller`` [N, HWA, P]; remembers the matches."""
+    """FCOS head whose outputs include the regression towers (``reg_towers``, one [N,C,h,w]
+    per level, for the lazy controller); remembers the matches."""
 
     def __init__(self, in_channels: int, num_classes: int, num_params: int, num_convs: int = 4):
         super().__init__(in_channels, 1, num_classes, num_convs)
@@ -95,9 +122,9 @@ class BladeFCOSHead(FCOSHead):
         self.last_matched_idxs = None
 
     def forward(self, x):
-        reg, ctr, params = self.regression_head(x)
+        reg, ctr, towers = self.regression_head(x)
         return {"cls_logits": self.classification_head(x), "bbox_regression": reg,
-                "bbox_ctrness": ctr, "controller": params}
+                "bbox_ctrness": ctr, "reg_towers": towers}  # towers: the controller's input
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
         self.last_matched_idxs = matched_idxs  # the CondInst hook: who is positive, for whom
@@ -131,23 +158,34 @@ class MaskBranch(nn.Module):
 
 
 def run_dynamic_head(x: torch.Tensor, params: torch.Tensor, channels: int = 8,
-                     layers: int = 3) -> torch.Tensor:
-    """x: [n, C, h, w] per-instance inputs; params: [n, P]. Returns [n, 1, h, w] logits, all
-    instances in one grouped convolution per layer."""
+                     layers: int = 3, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """x: [n, C, h, w] per-instance inputs; params: [n, P]. Returns [n, 1, h, w] logits.
+
+    Each layer is a 1x1 convolution with the instance's own weights, run for all instances at
+    once as a batched matrix product (``baddbmm``; on CPU ~1.5x faster than the equivalent
+    grouped convolution). ``extra`` [n, 1, h, w] is one more input channel after the C of
+    ``x`` (the amodal head's m_v), applied without concatenating a copy of ``x``.
+    Parameter layout (CondInst ``parse_dynamic_params``): all weights layer by layer, each
+    [out, in] row-major, then all biases.
+    """
     n, c, h, w = x.shape
+    c_in = c + (extra is not None)
     if n == 0:
         return x.new_zeros(0, 1, h, w) + params.sum() * 0
-    dims = [c] + [channels] * (layers - 1) + [1]
+    dims = [c_in] + [channels] * (layers - 1) + [1]
     weights, biases, start = [], [], 0
     for a, b in zip(dims[:-1], dims[1:]):
-        weights.append(params[:, start:start + a * b].reshape(n * b, a, 1, 1))
+        weights.append(params[:, start:start + a * b].reshape(n, b, a))
         start += a * b
     for b in dims[1:]:
-        biases.append(params[:, start:start + b].reshape(n * b))
+        biases.append(params[:, start:start + b].reshape(n, b, 1))
         start += b
-    y = x.reshape(1, n * c, h, w)
+    y = x.reshape(n, c, h * w)
     for k, (wk, bk) in enumerate(zip(weights, biases)):
-        y = F.conv2d(y, wk, bk, groups=n)
+        if k == 0 and extra is not None:
+            y = torch.baddbmm(bk, wk[:, :, :c], y) + wk[:, :, c:] * extra.reshape(n, 1, h * w)
+        else:
+            y = torch.baddbmm(bk, wk, y)
         if k < len(weights) - 1:
             y = F.relu(y)
     return y.reshape(n, 1, h, w)
@@ -206,8 +244,7 @@ class BladeModel(FCOS):
         out = {"visible_logits": aligned_upsample(v, up)}
         if cfg.use_amodal:  # heads a configuration does not use are not run at all
             m_v_in = v.sigmoid().detach() if cfg.detach_visible_input else v.sigmoid()
-            a = run_dynamic_head(torch.cat([x, m_v_in], 1), p_a, cfg.head_channels,
-                                 cfg.head_layers)
+            a = run_dynamic_head(x, p_a, cfg.head_channels, cfg.head_layers, extra=m_v_in)
             out["amodal_logits"] = aligned_upsample(a, up)
         if cfg.use_fusion:
             r = run_dynamic_head(x, p_r, cfg.head_channels, cfg.head_layers)
@@ -265,7 +302,8 @@ class BladeModel(FCOS):
         img_idx, anchor_idx, gt_idx = cat(img_idx), cat(anchor_idx), cat(gt_idx)
 
         mask_feats = self.mask_branch(feats[:3])
-        params = head_outputs["controller"][img_idx, anchor_idx]
+        params = self.head.regression_head.controller_at(head_outputs["reg_towers"], img_idx,
+                                                         anchor_idx)
         all_anchors = torch.stack(anchors)  # [B, HWA, 4]
         a = all_anchors[img_idx, anchor_idx]
         locations = (a[:, :2] + a[:, 2:]) / 2
@@ -350,8 +388,10 @@ class BladeModel(FCOS):
                                             anchors, b, min_iou)
                 a = anchors[b][det["anchor_idx"]]
                 n = len(a)
-                outs = self._masks(mask_feats, torch.full((n,), b, device=img.device),
-                                   head_outputs["controller"][b, det["anchor_idx"]],
+                img_idx = torch.full((n,), b, dtype=torch.long, device=img.device)
+                params = self.head.regression_head.controller_at(
+                    head_outputs["reg_towers"], img_idx, det["anchor_idx"])
+                outs = self._masks(mask_feats, img_idx, params,
                                    (a[:, :2] + a[:, 2:]) / 2, levels[det["anchor_idx"]])
                 probs = {}
                 for key, name in (("visible_logits", "visible"), ("amodal_logits", "amodal"),

@@ -37,6 +37,33 @@ def test_dynamic_head_equals_per_instance_convolutions():
         y = torch.einsum("oc,chw->ohw", w3, y) + b3[:, None, None]
         assert torch.allclose(out[i], y)
     assert run_dynamic_head(x[:0], params[:0], 4, 3).shape == (0, 1, h, w)
+    # an extra input channel (the amodal head's m_v) equals concatenating it to x
+    m = torch.rand(n, 1, h, w, dtype=torch.float64)
+    params = torch.randn(n, head_param_count(c + 1, 4, 3), dtype=torch.float64)
+    cat = run_dynamic_head(torch.cat([x, m], 1), params, channels=4, layers=3)
+    assert torch.allclose(run_dynamic_head(x, params, 4, 3, extra=m), cat)
+
+
+def test_lazy_controller_equals_the_full_convolution_at_every_level_and_border():
+    from blade.model import ControllerRegressionHead
+
+    torch.manual_seed(0)
+    head = ControllerRegressionHead(32, 1, num_params=11, num_convs=1).double()
+    nn_init = torch.nn.init
+    nn_init.normal_(head.controller.weight)
+    nn_init.normal_(head.controller.bias)
+    towers = [torch.randn(2, 32, h, w, dtype=torch.float64) for h, w in ((6, 5), (3, 3), (1, 2))]
+    full = torch.cat([head.controller(t).flatten(2) for t in towers], dim=2)  # [2, P, 41]
+    n_loc = full.shape[-1]
+    img = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    idx = torch.tensor([0, 29, 4, 30, 38, n_loc - 1, 35])  # corners, level starts, last location
+    lazy = head.controller_at(towers, img, idx)
+    assert torch.allclose(lazy, full[img, :, idx])
+    # every location of every level, both images
+    img = torch.arange(2).repeat_interleave(n_loc)
+    idx = torch.arange(n_loc).repeat(2)
+    assert torch.allclose(head.controller_at(towers, img, idx), full[img, :, idx])
+    assert head.controller_at(towers, img[:0], idx[:0]).shape == (0, 11)
 
 
 def test_aligned_upsample_keeps_constants_and_shape():
