@@ -19,6 +19,12 @@ UN = ``use_uniform``, NE = ``use_neighbor``, FS = ``use_fusion`` (region branch,
 fused output; without it the amodal branch's mask is the prediction), and the weight rows a-d
 set (a1, a2, a3).
 
+The Table 1 baselines are configurations too: with ``use_amodal=False, use_fusion=False`` only
+the first head remains; ``vis_target`` picks the box that supervises it (B_v: BoxInst; B_a:
+BoxInst on amodal boxes) and ``vis_loss`` its loss (``boxinst``; ``mil``: BBTP's box tightness
+prior; ``dice``: full supervision with ground-truth masks, the upper bound). See
+:mod:`blade.experiments` for the named methods.
+
 m_v in the connectivity terms is detached by default (``detach_visible``): l_ne and l_un are
 meant to pull m_a towards what the visible branch sees (the "directed expansion"), not to move
 m_v. Without the detach, l_un = max(m_v - m_a, 0) is also lowered by *shrinking* m_v, which
@@ -32,7 +38,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .losses import neighbor_loss, pairwise_loss, projection_loss, region_loss, uniform_loss
+from .losses import (mask_dice_loss, mil_loss, neighbor_loss, pairwise_loss, projection_loss,
+                     region_loss, smoothness_loss, uniform_loss)
+
+VIS_TARGETS = ("visible", "amodal")
+VIS_LOSSES = ("boxinst", "mil", "dice")
 
 
 @dataclass
@@ -51,6 +61,16 @@ class LossConfig:
     use_neighbor: bool = True  # NE column of Table 2
     use_fusion: bool = True  # FS column of Table 2: region branch + L^r + fused output
     detach_visible: bool = True  # stop gradients from l_ne/l_un into m_v (see module docstring)
+    # -- single-branch baselines (Table 1): what trains the first (visible) head ------------------
+    vis_target: str = "visible"  # visible (B_v, BLADE/BoxInst) or amodal (B_a: BoxInst/BBTP on B_a)
+    vis_loss: str = "boxinst"  # boxinst (projection + pairwise), mil (BBTP), dice (full masks)
+    smooth_weight: float = 1.0  # BBTP smoothness weight with vis_loss=mil (kit's choice)
+
+    def __post_init__(self):
+        if self.vis_target not in VIS_TARGETS:
+            raise ValueError(f"vis_target must be one of {VIS_TARGETS}, got {self.vis_target!r}")
+        if self.vis_loss not in VIS_LOSSES:
+            raise ValueError(f"vis_loss must be one of {VIS_LOSSES}, got {self.vis_loss!r}")
 
 
 # Table 2 of the paper: rows 1-8 toggle (UN, NE, FS); rows a-d set (a1, a2, a3).
@@ -85,17 +105,27 @@ def warmup_factor(iteration: int, warmup: int) -> float:
 def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: int = 0):
     """Returns ``(terms, weights)``: dicts of scalar tensors and floats with the same keys.
 
-    Keys (present when switched on): vis_proj, vis_pair, amo_proj, amo_pair, amo_neighbor,
-    amo_uniform, region.
+    Keys (present when switched on): vis_proj, vis_pair (or vis_mil, vis_smooth, or vis_dice
+    for the baselines), amo_proj, amo_pair, amo_neighbor, amo_uniform, region. With
+    ``vis_loss="dice"`` the targets also hold ``visible_masks``/``amodal_masks`` [N,1,H,W].
     """
     terms, weights = {}, {}
     w = warmup_factor(iteration, cfg.pairwise_warmup)
     sim = targets["color_similarity"]
     if cfg.use_visible:
         v = outputs["visible_logits"]
-        terms["vis_proj"] = projection_loss(v, targets["visible_box_masks"])
-        terms["vis_pair"] = pairwise_loss(v, sim, targets["visible_box_masks"], cfg.color_threshold)
-        weights["vis_proj"], weights["vis_pair"] = 1.0, w
+        box = targets[f"{cfg.vis_target}_box_masks"]
+        if cfg.vis_loss == "boxinst":
+            terms["vis_proj"] = projection_loss(v, box)
+            terms["vis_pair"] = pairwise_loss(v, sim, box, cfg.color_threshold)
+            weights["vis_proj"], weights["vis_pair"] = 1.0, w
+        elif cfg.vis_loss == "mil":
+            terms["vis_mil"] = mil_loss(v, box)
+            terms["vis_smooth"] = smoothness_loss(v)
+            weights["vis_mil"], weights["vis_smooth"] = 1.0, cfg.smooth_weight * w
+        else:  # dice: the fully supervised upper bound, the only reader of masks
+            terms["vis_dice"] = mask_dice_loss(v, targets[f"{cfg.vis_target}_masks"])
+            weights["vis_dice"] = 1.0
     if cfg.use_amodal:
         a = outputs["amodal_logits"]
         terms["amo_proj"] = projection_loss(a, targets["amodal_box_masks"])

@@ -66,9 +66,12 @@ def sample_plan(n_images: int, seed: int, start: int, count: int):
 
 
 def hflip(item: dict) -> dict:
-    """Mirror an item left-right (image and boxes)."""
+    """Mirror an item left-right (image, boxes and any masks)."""
     w = item["image"].shape[-1]
     item = dict(item, image=item["image"].flip(-1))
+    for key in ("amodal_masks", "visible_masks"):
+        if key in item:
+            item[key] = item[key].flip(-1)
     for key in ("amodal_boxes", "visible_boxes"):
         b = item[key]
         item[key] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], dim=1)
@@ -212,7 +215,9 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
 
-    dataset = AmodalDataset(train_ann, train_images, mode="train", schema=schema)
+    # box supervision never decodes a mask; only the fully supervised baseline reads them
+    mode = "masks" if cfg.use_visible and cfg.vis_loss == "dice" else "train"
+    dataset = AmodalDataset(train_ann, train_images, mode=mode, schema=schema)
     if cfg.num_classes != len(dataset.classes):
         if rank == 0:
             print(f"num_classes set to {len(dataset.classes)} from {train_ann} "

@@ -11,6 +11,13 @@ Sources of the formulas and constants:
   max-projections; -log P(same label) in log space over the 8 neighbours at dilation 2, edges
   kept where colour similarity >= threshold (code default 0.3; the BoxInst paper favoured 0.1)
   and the centre pixel lies in the box, normalised by the number of kept edges.
+* ``mil_loss``, ``smoothness_loss``: the BBTP baseline (Hsu et al. 2019, box tightness prior):
+  every row and column of the box crossing it holds at least one object pixel (positive bag,
+  -log max p), every row and column of the mask grid that misses the box holds none (negative
+  bag, -log(1 - max p)); plus a colour-blind smoothness over the 8 direct neighbours. BBTP's
+  exact bag sampling and weights are not reproduced: plain max over whole lines, bag means.
+* ``dice_loss`` on full masks: CondInst's mask loss, used here only by the fully supervised
+  upper bound.
 * ``neighbor_loss`` (Eq. 10-13), ``uniform_loss`` (Eq. 14), ``region_loss`` (Eq. 7): BLADE
   paper only, no reference code exists. Paper-derived choices, each a parameter: t = 0.5
   (threshold on m_v defining V_pov), K = 1.0 (the paper gives no value), the one-pixel-gap
@@ -29,7 +36,8 @@ import torch.nn.functional as F
 from .pairwise import (NEIGHBOURS, color_similarity, gather_edges, neighbour_valid,
                        unfold_neighbours)
 
-__all__ = ["projection_loss", "pairwise_loss", "pairwise_weights", "neighbor_loss",
+__all__ = ["projection_loss", "pairwise_loss", "pairwise_weights", "mil_loss", "smoothness_loss",
+           "mask_dice_loss", "neighbor_loss",
            "neighbor_edges", "uniform_loss", "region_loss", "dice_loss", "color_similarity",
            "NEIGHBOURS"]
 
@@ -92,6 +100,52 @@ def pairwise_loss(mask_logits: torch.Tensor, color_similarity: torch.Tensor,
     log_same = torch.logaddexp(F.logsigmoid(x_c) + F.logsigmoid(x_n),  # log p_i p_j
                                F.logsigmoid(-x_c) + F.logsigmoid(-x_n))  # log (1-p_i)(1-p_j)
     return -log_same.sum() / n_kept
+
+
+def mil_loss(mask_logits: torch.Tensor, box_masks: torch.Tensor) -> torch.Tensor:
+    """BBTP-style multiple-instance loss. mask_logits, box_masks: [N,1,H,W].
+
+    Positive bags: each row (column) that crosses the box, restricted to the box; negative bags:
+    each row (column) of the grid that does not cross it. With max p = sigmoid(max logit),
+    -log max p = softplus(-max logit) and -log(1 - max p) = softplus(max logit): stable in log
+    space. Mean over the positive bags plus mean over the negative bags, per instance, then
+    the mean over instances; 0 for N = 0.
+    """
+    if mask_logits.shape[0] == 0:
+        return _zero(mask_logits)
+    inside = box_masks > 0.5
+    lowest = torch.finfo(mask_logits.dtype).min
+    loss = 0.0
+    for dim in (3, 2):  # rows (max along x), then columns (max along y)
+        crosses = inside.any(dim=dim)  # [N,1,H] or [N,1,W]: this line crosses the box
+        pos = mask_logits.masked_fill(~inside, lowest).amax(dim=dim)
+        neg = mask_logits.amax(dim=dim)
+        n_pos = crosses.sum((1, 2)).clamp(min=1)
+        n_neg = (~crosses).sum((1, 2)).clamp(min=1)
+        loss = loss + (F.softplus(-pos) * crosses).sum((1, 2)) / n_pos
+        loss = loss + (F.softplus(neg) * ~crosses).sum((1, 2)) / n_neg
+    return (loss / 2).mean()
+
+
+def smoothness_loss(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Colour-blind pairwise smoothness (BBTP's pairwise term): mean over all in-image edges to
+    the 8 direct neighbours of (p_i - p_j)^2. mask_logits: [N,1,H,W]."""
+    if mask_logits.shape[0] == 0:
+        return _zero(mask_logits)
+    p = mask_logits.sigmoid()
+    h, w = p.shape[-2:]
+    valid = neighbour_valid(h, w, dilation=1, device=p.device, dtype=p.dtype)  # [1,8,H,W]
+    diff = (p - unfold_neighbours(p, dilation=1)[:, 0]) ** 2  # [N,8,H,W]
+    return (diff * valid).sum() / (valid.sum() * p.shape[0])
+
+
+def mask_dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Fully supervised mask loss (CondInst): dice of sigmoid(logits) with the ground-truth
+    masks, [N,1,H,W] each, mean over instances; 0 for N = 0. Only the upper-bound baseline
+    reads masks."""
+    if mask_logits.shape[0] == 0:
+        return _zero(mask_logits)
+    return dice_loss(mask_logits.sigmoid(), masks).mean()
 
 
 def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_masks: torch.Tensor,

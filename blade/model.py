@@ -65,6 +65,16 @@ def aligned_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x[..., :factor * h, :factor * w]
 
 
+def stride_sample_masks(masks: torch.Tensor, size, padded, stride: int) -> torch.Tensor:
+    """Ground-truth masks [n,H0,W0] (input image) -> {0,1} float [n,1,H/s,W/s] on the mask grid:
+    resized like the image (bilinear, > 0.5) to ``size`` (h, w), zero-padded to the batch size
+    ``padded`` (H, W), sampled at the stride's cell centres (s//2::s, as ``box_bitmasks``)."""
+    h, w = size
+    x = F.interpolate(masks[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
+    x = F.pad((x > 0.5).float(), (0, padded[1] - w, 0, padded[0] - h))
+    return x[..., stride // 2::stride, stride // 2::stride]
+
+
 class ControllerRegressionHead(FCOSRegressionHead):
     """torchvision's regression head plus the controller conv on the same tower.
 
@@ -324,6 +334,11 @@ class BladeModel(FCOS):
             "region_masks": region_bitmasks(amo, H, W, MASK_STRIDE, image_ids=ids)[gt_idx],
             "color_similarity": sim[img_idx],
         }
+        if cfg.use_visible and cfg.vis_loss == "dice":  # full supervision: GT masks at stride 4
+            key = f"{cfg.vis_target}_masks"
+            mask_targets[key] = torch.cat([
+                stride_sample_masks(t[key], size, (H, W), MASK_STRIDE)
+                for t, size in zip(targets, images_t.image_sizes)])[gt_idx]
         terms, weights = blade_criterion(outputs, mask_targets, cfg, iteration)
         for k, v in (("det_cls", "classification"), ("det_box", "bbox_regression"),
                      ("det_ctr", "bbox_ctrness")):

@@ -69,6 +69,24 @@ def test_branch_switches_for_baselines():
     boxinst = LossConfig(use_amodal=False, use_fusion=False)
     terms, _ = blade_criterion(outputs, targets, boxinst)
     assert set(terms) == {"vis_proj", "vis_pair"}
+    # BoxInst on B_a: the same terms against the amodal box
+    on_ba, _ = blade_criterion(outputs, targets, dataclasses.replace(boxinst, vis_target="amodal"))
+    swapped = dict(targets, visible_box_masks=targets["amodal_box_masks"])
+    expected, _ = blade_criterion(outputs, swapped, boxinst)
+    assert on_ba["vis_proj"] == expected["vis_proj"] and on_ba["vis_pair"] == expected["vis_pair"]
+    assert on_ba["vis_proj"] != terms["vis_proj"]
+    bbtp = dataclasses.replace(boxinst, vis_target="amodal", vis_loss="mil", smooth_weight=0.5)
+    terms, weights = blade_criterion(outputs, targets, bbtp, iteration=10**6)
+    assert set(terms) == {"vis_mil", "vis_smooth"} and weights["vis_smooth"] == 0.5
+    full = dataclasses.replace(boxinst, vis_target="amodal", vis_loss="dice")
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[:, :, 3:10, 3:10] = 1
+    terms, weights = blade_criterion(outputs, dict(targets, amodal_masks=masks), full)
+    assert set(terms) == {"vis_dice"} and weights == {"vis_dice": 1.0}
+    with pytest.raises(ValueError, match="vis_loss must be one of"):
+        LossConfig(vis_loss="grabcut")
+    with pytest.raises(ValueError, match="vis_target must be one of"):
+        LossConfig(vis_target="both")
 
 
 def test_visible_detached_from_connectivity_terms():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import blade.model
+from blade.boxes import mask_to_box
 from blade.config import preset
 from blade.engine import (NonFiniteLoss, hflip, load_checkpoint, load_model, lr_factor,
                           sample_plan, train)
@@ -27,7 +28,11 @@ def test_sample_plan_is_a_permutation_per_epoch_and_deterministic():
     assert plan != sample_plan(5, seed=2, start=0, count=10)
 
 
-def test_hflip_mirrors_boxes():
+def box_of(mask):
+    return mask_to_box(mask.numpy()).tolist()
+
+
+def test_hflip_mirrors_boxes_and_masks():
     item = {"image": torch.arange(12.0).reshape(1, 3, 4).expand(3, 3, 4),
             "amodal_boxes": torch.tensor([[0.0, 1.0, 1.0, 2.0]]),
             "visible_boxes": torch.tensor([[1.0, 0.0, 4.0, 3.0]])}
@@ -35,6 +40,11 @@ def test_hflip_mirrors_boxes():
     assert f["amodal_boxes"].tolist() == [[3.0, 1.0, 4.0, 2.0]]
     assert f["visible_boxes"].tolist() == [[0.0, 0.0, 3.0, 3.0]]
     assert torch.equal(f["image"][0, 0], item["image"][0, 0].flip(0))
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    mask[0, :, 0] = True  # the left column of the image
+    f = hflip(dict(item, amodal_masks=mask))
+    assert f["amodal_masks"][0, :, 3].all() and not f["amodal_masks"][0, :, :3].any()
+    assert box_of(f["amodal_masks"][0]) == [3.0, 0.0, 4.0, 3.0]  # masks and boxes stay together
 
 
 def test_lr_schedule():
@@ -113,6 +123,29 @@ def test_cli_overrides_any_field(synthetic_dir, tmp_path):
     assert "region" not in header and "amo_neighbor" in header
     with pytest.raises(SystemExit, match="does not exist"):
         train_main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("method", ["boxinst_ba", "bbtp", "full"])
+def test_baselines_train_with_their_own_terms(synthetic_dir, tmp_path, method, monkeypatch):
+    from blade.data import AmodalDataset
+    from blade.experiments import METHODS
+
+    modes = []
+    real_init = AmodalDataset.__init__
+
+    def spy(self, *args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(AmodalDataset, "__init__", spy)
+    cfg = preset("smoke", iterations=2, **METHODS[method].overrides)
+    train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
+    log = pd.read_csv(tmp_path / "log.csv")
+    expected = {"boxinst_ba": {"vis_proj", "vis_pair"}, "bbtp": {"vis_mil", "vis_smooth"},
+                "full": {"vis_dice"}}[method]
+    mask_terms = {c for c in log.columns if c.startswith(("vis_", "amo_", "region"))}
+    assert mask_terms == expected and log[sorted(expected)].notna().all().all()
+    assert modes == ["masks" if method == "full" else "train"]  # only full supervision reads masks
 
 
 def test_two_process_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path):

@@ -8,9 +8,9 @@ import torch
 from skimage.color import rgb2lab
 
 from blade.boxes import box_bitmasks
-from blade.losses import (NEIGHBOURS, color_similarity, neighbor_edges, neighbor_loss,
-                          pairwise_loss, pairwise_weights, projection_loss, region_loss,
-                          uniform_loss)
+from blade.losses import (NEIGHBOURS, color_similarity, mask_dice_loss, mil_loss,
+                          neighbor_edges, neighbor_loss, pairwise_loss, pairwise_weights,
+                          projection_loss, region_loss, smoothness_loss, uniform_loss)
 from blade.losses_reference import (neighbor_loss_ref, pairwise_loss_ref, projection_loss_ref,
                                     uniform_loss_ref)
 from blade.pairwise import neighbour_valid, rgb_to_lab, unfold_neighbours
@@ -225,3 +225,51 @@ def test_all_losses_finite(case):
     assert all(torch.isfinite(x) and x.dim() == 0 for x in losses)
     total.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+# -- baselines: BBTP multiple-instance loss, smoothness, dice -----------------------------------
+def test_mil_loss_hand_computed():
+    # 3x4 grid, box rows 0-1 x cols 1-2; all logits 0 except (0, 1) = 2
+    box = torch.zeros(1, 1, 3, 4, dtype=D)
+    box[..., 0:2, 1:3] = 1
+    x = torch.zeros(1, 1, 3, 4, dtype=D)
+    x[0, 0, 0, 1] = 2.0
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    # rows 0,1 cross the box (positive bags, max 2 and 0), row 2 misses it (negative, max 0);
+    # columns 1,2 cross (max 2 and 0), columns 0,3 miss (max 0 each)
+    rows = (sp(-2) + sp(0)) / 2 + sp(0)
+    cols = (sp(-2) + sp(0)) / 2 + (sp(0) + sp(0)) / 2
+    assert mil_loss(x, box).item() == pytest.approx((rows + cols) / 2, abs=1e-12)
+
+
+def test_mil_loss_is_low_only_for_masks_touching_every_line_of_the_box():
+    box = box_bitmasks(torch.tensor([[4.0, 4, 20, 16]]), 24, 24, 1)
+    inside = torch.where(box > 0, 10.0, -10.0)
+    assert mil_loss(inside, box) < 1e-3
+    diag = torch.full_like(box, -10.0)  # a thin diagonal inside the box also satisfies every bag
+    for k in range(12):
+        diag[0, 0, 4 + k, 4 + k] = 10.0
+    diag[0, 0, 15, 19] = 10.0
+    for k in range(12, 16):
+        diag[0, 0, 15, 4 + k] = 10.0
+    assert mil_loss(diag, box) < 1e-3  # tightness alone does not fill the box: hence smoothness
+    outside = inside.clone()
+    outside[0, 0, 0, 0] = 10.0  # one pixel on a line that misses the box
+    assert mil_loss(outside, box) > 1.0
+    assert mil_loss(torch.zeros(0, 1, 5, 5), torch.zeros(0, 1, 5, 5)).item() == 0
+
+
+def test_smoothness_loss_hand_computed_and_dice():
+    a, b = 1.0, -0.5
+    x = torch.tensor([[[[a, b]]]], dtype=D)  # 1x2 image: two edges, each (p_a - p_b)^2
+    pa, pb = 1 / (1 + math.exp(-a)), 1 / (1 + math.exp(-b))
+    assert smoothness_loss(x).item() == pytest.approx((pa - pb) ** 2)
+    assert smoothness_loss(torch.full((2, 1, 5, 5), 3.0)).item() == 0
+    m = torch.zeros(1, 1, 4, 4, dtype=D)
+    m[..., :2, :] = 1
+    perfect = torch.where(m > 0, 30.0, -30.0).to(D)
+    assert mask_dice_loss(perfect, m).item() == pytest.approx(0, abs=1e-6)
+    p = torch.full_like(m, 0.5)
+    expected = 1 - 2 * (0.5 * 8) / (0.25 * 16 + 8 + 1e-5)
+    assert mask_dice_loss(torch.zeros_like(m), m).item() == pytest.approx(expected)
+    del p

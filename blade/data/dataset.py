@@ -21,7 +21,9 @@ Box-level supervision is the point of the kit: with ``mode="train"`` items carry
 labels only; masks are never decoded or returned. Where a schema has no visible-box field the
 visible box is read off the visible-mask RLE with ``pycocotools.mask.toBbox`` when the file is
 indexed (the equivalent of an annotator drawing the box), never decoded to pixels.
-``mode="eval"`` adds the decoded masks, occlusion rates and occlusion levels.
+``mode="eval"`` adds the decoded masks, occlusion rates and occlusion levels. ``mode="masks"``
+is training with masks: the eval fields on training data, for the fully supervised upper
+bound only (the one configuration of the kit allowed to read masks).
 
 Policies for bad input (every error names the file, the annotation id and what is wrong):
 
@@ -189,7 +191,8 @@ class AmodalDataset(torch.utils.data.Dataset):
     Args:
         ann_file: the annotation JSON.
         image_root: folder the records' ``file_name`` are relative to.
-        mode: ``"train"`` (boxes and labels only) or ``"eval"`` (adds masks, occlusion, levels).
+        mode: ``"train"`` (boxes and labels only), ``"eval"`` (adds masks, occlusion, levels)
+            or ``"masks"`` (the same fields as eval: full supervision's training data).
         schema: ``"auto"`` or one of ``SCHEMAS``.
         protocol: ``None``, ``"kins"``, ``"cocoa_cls"`` or ``"synthetic"`` (filters of the
             paper / Bayesian-Amodal); the explicit options below override it.
@@ -213,8 +216,8 @@ class AmodalDataset(torch.utils.data.Dataset):
                  categories=None, min_amodal_height=None, level_bounds=None,
                  include_stuff=False, skip_empty=True, strict=False, check_files=True,
                  transforms=None):
-        if mode not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if mode not in ("train", "eval", "masks"):
+            raise ValueError(f"mode must be 'train', 'eval' or 'masks', got {mode!r}")
         opts = dict(PROTOCOLS[protocol]) if protocol else {}
         if protocol and protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
@@ -374,7 +377,7 @@ class AmodalDataset(torch.utils.data.Dataset):
             "category_ids": [i["category_id"] for i in insts],
             "ann_ids": [i["id"] for i in insts],
         }
-        if self.mode == "eval":
+        if self.mode in ("eval", "masks"):
             item.update(self._eval_targets(img, insts))
         if self.transforms is not None:
             item = self.transforms(item)
