@@ -202,3 +202,94 @@ def plot_losses(ax, log, terms=None, smooth: int = 1):
     ax.set_ylabel("loss")
     ax.legend(fontsize=7, ncol=2)
     return ax
+
+
+# -- results ---------------------------------------------------------------------------------
+def plot_levels(ax, tidy, hue: str = "method", value: str = "iou_amodal",
+                levels=("FG-0", "FG-1", "FG-2", "FG-3", "mean")):
+    """Grouped bars: IoU (%) per occlusion level, one bar per ``hue`` (tidy rows with a
+    ``level`` column, as ``blade.experiments.collect`` or ``evaluate.summarize`` give)."""
+    import seaborn as sns
+
+    df = tidy[tidy["level"].isin(levels)].assign(**{value: lambda d: d[value] * 100})
+    sns.barplot(data=df, x="level", y=value, hue=hue, order=list(levels), ax=ax)
+    ax.set_xlabel("occlusion level")
+    ax.set_ylabel("amodal IoU (%)" if value.startswith("iou_amodal") else f"{value} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def plot_table_heatmap(ax, table, vmin=None, vmax=None, cmap="viridis"):
+    """A rows x levels table of IoU (%) as an annotated heatmap (Table 2 grid)."""
+    import seaborn as sns
+
+    sns.heatmap(table, annot=True, fmt=".1f", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
+                cbar_kws={"label": "amodal IoU (%)"})
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    return ax
+
+
+def show_qualitative_row(axes, item: dict, k: int, predictions, pad: int = 12):
+    """One row of a Figure 5 style grid, cropped around object ``k`` of an eval item: the
+    ground truth (amodal outline, visible fill) and then each predicted amodal mask (COCO RLE
+    or [H,W] array) over the image, with the ground-truth amodal outline for reference."""
+    from pycocotools import mask as mask_utils
+
+    gt_a = _np(item["amodal_masks"][k])
+    gt_v = _np(item["visible_masks"][k])
+    x1, y1, x2, y2 = (int(v) for v in _np(item["amodal_boxes"][k]))
+    h, w = gt_a.shape
+    ys, xs = slice(max(y1 - pad, 0), min(y2 + pad, h)), slice(max(x1 - pad, 0), min(x2 + pad, w))
+    image = _np(item["image"])[:, ys, xs]
+    show_image(axes[0], image)
+    show_mask(axes[0], gt_v[ys, xs], VISIBLE)
+    show_mask(axes[0], gt_a[ys, xs], AMODAL, outline=True)
+    for ax, pred in zip(axes[1:], predictions):
+        m = mask_utils.decode(pred) if isinstance(pred, dict) else _np(pred)
+        show_image(ax, image)
+        show_mask(ax, m[ys, xs].astype(bool), OCCLUDED, alpha=0.5)
+        show_mask(ax, gt_a[ys, xs], AMODAL, outline=True)
+        inter = np.logical_and(m > 0, gt_a).sum()
+        union = np.logical_or(m > 0, gt_a).sum()
+        ax.text(2, 2, f"IoU {inter / max(union, 1):.2f}", color="white", fontsize=8, va="top",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+    return axes
+
+
+def failure_view(model, dataset, rows, rank: int = 0, sort_by: str = "iou_amodal",
+                 threshold: float = 0.5):
+    """Notebook 06's failure browser: the object with the ``rank``-th lowest ``sort_by`` among
+    the evaluated ``rows`` (a DataFrame from ``blade.evaluate.evaluate``), with its image and
+    the model's m_v, m_a, m_r and fused mask for its test box. Returns a Figure."""
+    import matplotlib.pyplot as plt
+
+    ranked = rows.dropna(subset=[sort_by]).sort_values(sort_by, kind="stable")
+    if len(ranked) == 0:
+        raise ValueError(f"no object has a value in column {sort_by!r}")
+    rank = min(max(int(rank), 0), len(ranked) - 1)
+    row = ranked.iloc[rank]
+    index = next(i for i, img in enumerate(dataset.images) if img["id"] == row["image_id"])
+    item = dataset[index]
+    k = list(item["ann_ids"]).index(row["ann_id"])
+    box = item[f"{row.get('test_box', 'visible')}_boxes"][k:k + 1]
+    out = model.predict([item["image"]], boxes=[box])[0]
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+    show_image(axes[0], item["image"])
+    show_mask(axes[0], item["visible_masks"][k], VISIBLE)
+    show_mask(axes[0], item["amodal_masks"][k], AMODAL, outline=True)
+    show_box(axes[0], box[0], VISIBLE, ls="--")
+    axes[0].set_title(f"rank {rank} of {len(ranked)}: image {row['image_id']}, "
+                      f"FG-{int(row['level'])}", fontsize=9)
+    titles = {"visible": "$m_v$", "amodal": "$m_a$", "region": "$m_r$", "masks": "fused $m$"}
+    for ax, key in zip(axes[1:], titles):
+        show_image(ax, item["image"])
+        ax.imshow(_np(out[key][0]), cmap="magma", vmin=0, vmax=1, alpha=0.65)
+        show_mask(ax, item["amodal_masks"][k], AMODAL, outline=True)
+        ax.set_title(titles[key], fontsize=9)
+    fig.text(0.5, 0.01, f"amodal IoU {row['iou_amodal']:.2f} · visible IoU "
+             f"{row['iou_visible']:.2f} · occlusion {row['occlusion']:.2f} · "
+             f"{'matched a detection' if row['matched'] else 'fallback location'}",
+             ha="center", fontsize=9)
+    return fig

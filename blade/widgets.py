@@ -125,3 +125,21 @@ def band_explorer(toy: dict, steps: int = 200):
     }
     return explorer(functools.partial(band_view, toy), controls,
                     title="The active band (paper Fig. 4): change a knob, the map is re-optimised")
+
+
+def failure_explorer(model, dataset, rows, sort_by: str = "iou_amodal"):
+    """Notebook 06: step through the evaluated objects from the worst ``sort_by`` up
+    (``viz.failure_view``)."""
+    import ipywidgets as W
+
+    from .viz import failure_view
+
+    n = int(rows[sort_by].notna().sum())
+    controls = {
+        "rank": W.IntSlider(value=0, min=0, max=max(n - 1, 0), description="worst #",
+                            continuous_update=False),
+        "sort_by": W.Dropdown(options=["iou_amodal", "iou_visible", "iou_occluded"],
+                              value=sort_by, description="sort by"),
+    }
+    return explorer(functools.partial(failure_view, model, dataset, rows), controls,
+                    title="Failure cases, worst first")

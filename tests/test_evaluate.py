@@ -8,7 +8,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from blade.data import AmodalDataset
-from blade.evaluate import evaluate_item, mask_iou, summarize
+from blade.evaluate import coco_ap, evaluate_item, main, mask_iou, summarize
 
 
 def test_mask_iou_agrees_with_pycocotools():
@@ -24,12 +24,19 @@ def test_mask_iou_agrees_with_pycocotools():
 
 
 class Oracle:
-    """A 'model' answering each given box with the ground truth (to test the protocol)."""
+    """A 'model' answering each given box with the ground truth (to test the protocol);
+    without boxes it 'detects' every ground-truth instance (to test COCO AP)."""
 
     def __init__(self, item, wrong_class=False):
         self.item, self.wrong = item, wrong_class
 
-    def predict(self, images, boxes):
+    def predict(self, images, boxes=None):
+        if boxes is None:
+            n = len(self.item["labels"])
+            return [{"masks": self.item["amodal_masks"].float(),
+                     "visible": self.item["visible_masks"].float(),
+                     "labels": self.item["labels"] + (1 if self.wrong else 0),
+                     "scores": torch.linspace(1.0, 0.5, n)}]
         keep = self.item["evaluated"].nonzero().flatten()
         labels = self.item["labels"][keep] + (1 if self.wrong else 0)
         return [{"masks": self.item["amodal_masks"][keep].float(),
@@ -71,3 +78,107 @@ def test_runs_on_the_real_model_interface(synthetic_dir):
     rows = evaluate_item(model, ds[0])
     assert len(rows) == int(ds[0]["evaluated"].sum())
     assert all(0.0 <= r["iou_amodal"] <= 1.0 for r in rows)
+
+
+class OracleModel:
+    """Oracle over a whole dataset (predict looks the image up)."""
+
+    def __init__(self, ds, wrong_class=False, detect_box="visible"):
+        self.items = [ds[i] for i in range(len(ds))]
+        self.wrong = wrong_class
+        self.cfg = type("Cfg", (), {"detect_box": detect_box, "num_classes": len(ds.classes)})
+        self.seen_boxes = []
+
+    def predict(self, images, boxes=None):
+        item = next(it for it in self.items if it["image"] is images[0] or
+                    torch.equal(it["image"], images[0]))
+        if boxes is not None:
+            self.seen_boxes.append(boxes[0])
+        return Oracle(item, self.wrong).predict(images, boxes)
+
+
+def _val(synthetic_dir):
+    return AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                         os.path.join(synthetic_dir, "val"), mode="eval")
+
+
+def test_coco_ap_of_an_oracle_is_one_and_class_aware(synthetic_dir):
+    ds = _val(synthetic_dir)
+    ap = coco_ap(OracleModel(ds), ds, progress=False)
+    assert ap["amodal_AP"] == pytest.approx(1.0) and ap["amodal_AP50"] == pytest.approx(1.0)
+    assert ap["visible_AP"] > 0.9  # fully hidden objects: an empty predicted mask is a miss
+    wrong = OracleModel(ds, wrong_class=True)
+    assert coco_ap(wrong, ds, progress=False)["amodal_AP"] < 0.05
+    assert coco_ap(wrong, ds, class_agnostic=True, progress=False)["amodal_AP"] == pytest.approx(1.0)
+
+
+def test_test_box_follows_the_detector_kind(synthetic_dir):
+    ds = _val(synthetic_dir)
+    model = OracleModel(ds, detect_box="amodal")
+    rows = evaluate_item(model, ds[0])
+    keep = ds[0]["evaluated"].nonzero().flatten()
+    assert torch.equal(model.seen_boxes[0], ds[0]["amodal_boxes"][keep])
+    assert {r["test_box"] for r in rows} == {"amodal"}
+    model = OracleModel(ds)
+    evaluate_item(model, ds[0])
+    assert torch.equal(model.seen_boxes[0], ds[0]["visible_boxes"][keep])
+
+
+def test_cells_pool_fg0_and_average_cells():
+    rows = [{"level": 0, "bg_level": 0, "iou_amodal": 1.0},
+            {"level": 0, "bg_level": 2, "iou_amodal": 0.0},
+            {"level": 1, "bg_level": 0, "iou_amodal": 0.4},
+            {"level": 1, "bg_level": 1, "iou_amodal": 0.8},
+            {"level": 1, "bg_level": 1, "iou_amodal": 0.6}]
+    t = summarize(rows, columns=("iou_amodal",), by="cell")
+    assert list(t.index) == ["FG-0", "FG-1/BG-0", "FG-1/BG-1", "mean"]
+    assert t.loc["FG-0", "iou_amodal"] == pytest.approx(0.5)
+    assert t.loc["FG-1/BG-1", "iou_amodal"] == pytest.approx(0.7)
+    assert t.loc["mean", "iou_amodal"] == pytest.approx((0.5 + 0.4 + 0.7) / 3)
+    with pytest.raises(ValueError, match="bg_level"):
+        summarize([{"level": 1, "iou_amodal": 0.3}], columns=("iou_amodal",), by="cell")
+
+
+@pytest.fixture(scope="module")
+def smoke_checkpoint(synthetic_dir, tmp_path_factory):
+    from blade.config import preset
+    from blade.engine import train
+
+    out = tmp_path_factory.mktemp("run")
+    return train(preset("smoke", iterations=2), os.path.join(synthetic_dir, "train.json"),
+                 os.path.join(synthetic_dir, "train"), str(out), progress=False)
+
+
+def test_cli_writes_tidy_tables(synthetic_dir, smoke_checkpoint, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "eval"
+    main(["--checkpoint", smoke_checkpoint, "--ann", os.path.join(synthetic_dir, "val.json"),
+          "--images", os.path.join(synthetic_dir, "val"), "--out", str(out), "--limit", "3",
+          "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "FG-" in printed and "mean" in printed and "COCO mask AP" in printed
+    objects = pd.read_csv(out / "objects.csv")
+    levels = pd.read_csv(out / "levels.csv", index_col=0)
+    cells = pd.read_csv(out / "cells.csv", index_col=0)
+    assert len(objects) == levels.loc["mean", "objects"] == cells.loc["mean", "objects"]
+    assert {"iou_amodal", "iou_amodal_cls", "level", "bg_level", "matched"} <= set(objects)
+    metrics = json.load(open(out / "metrics.json"))
+    assert metrics["test_box"] == "visible" and 0 <= metrics["amodal_AP"] <= 1
+    assert metrics["mean_iou_amodal"] == pytest.approx(levels.loc["mean", "iou_amodal"])
+
+
+def test_cli_refuses_class_aware_scoring_on_foreign_classes(fixtures_dir, smoke_checkpoint,
+                                                            tmp_path, capsys):
+    ann = os.path.join(fixtures_dir, "cocoa_cls.json")
+    args = ["--checkpoint", smoke_checkpoint, "--ann", ann, "--images", fixtures_dir,
+            "--no-coco", "--no-progress"]
+    with pytest.raises(SystemExit, match="class-aware scoring is impossible.*--class-agnostic"):
+        main(args + ["--out", str(tmp_path / "a")])
+    res = main(args + ["--out", str(tmp_path / "b"), "--class-agnostic"])
+    assert res["metrics"]["class_agnostic"] and len(res["rows"]) > 0
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--checkpoint", str(tmp_path / "none.pt"), "--ann", ann, "--images", fixtures_dir,
+              "--out", str(tmp_path / "c")])

@@ -209,7 +209,8 @@ class AmodalDataset(torch.utils.data.Dataset):
     ``amodal_boxes`` and ``visible_boxes`` float [N,4] xyxy, ``labels`` long [N] (contiguous
     class indices into ``dataset.classes``), ``category_ids`` [N], ``ann_ids`` (list). In eval
     mode also ``amodal_masks``/``visible_masks`` bool [N,H,W], ``occlusion`` float [N],
-    ``levels`` long [N] (-1: not evaluated) and ``evaluated`` bool [N].
+    ``levels`` long [N] (-1: not evaluated), ``evaluated`` bool [N] and, where the image
+    record has one, ``bg_level`` (int: background occlusion level of the image).
     """
 
     def __init__(self, ann_file, image_root, mode="train", schema="auto", protocol=None,
@@ -379,6 +380,8 @@ class AmodalDataset(torch.utils.data.Dataset):
         }
         if self.mode in ("eval", "masks"):
             item.update(self._eval_targets(img, insts))
+            if img.get("bg_level") is not None:  # synthetic / OccludedVehicles-style images
+                item["bg_level"] = int(img["bg_level"])
         if self.transforms is not None:
             item = self.transforms(item)
         return item

@@ -1,0 +1,461 @@
+"""The paper's Table 1 (methods) and Table 2 (ablations) on the synthetic benchmark.
+
+    python -m blade.experiments table1 --preset cpu --data data/synthetic
+    python -m blade.experiments table2 --preset cpu --data data/synthetic
+    python -m blade.experiments figures --preset cpu
+
+Every method is a configuration of the same network, engine, data and budget (``METHODS``,
+``TABLE2_RUNS``). A run trains into ``RUNS/<preset>/<name>`` (resuming a partial run from its
+last checkpoint), is evaluated on the validation split with :mod:`blade.evaluate`, and leaves
+its results in ``RESULTS/<name>/`` (``objects.csv``, ``levels.csv``, ``cells.csv``,
+``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date, machine and wall
+time). A run whose ``levels.csv`` exists is skipped, so a long series can be stopped (Ctrl-C,
+or ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
+and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
+
+Methods (Table 1). The paper's BoxInst and BBTP rows use the amodal box as input ("known c");
+here that is the configuration trained on B_a with an amodal-box detector, evaluated with the
+amodal box as B_test. BLADE and the BoxInst-on-B_v row get the visible box ("unknown c").
+Bayesian-Amodal and SAM are not reproduced (their rows in the notebooks carry the paper's
+numbers only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .criterion import TABLE2_ROWS
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str  # name in tables and figures
+    overrides: dict = field(default_factory=dict)  # Config fields that make this method
+    note: str = ""  # what it stands for
+
+
+METHODS = {
+    "blade": Method("BLADE", {}, "three branches, connectivity loss, fusion; input B_v"),
+    "boxinst_bv": Method("BoxInst (B_v)", dict(use_amodal=False, use_fusion=False),
+                         "visible branch only, its mask is the prediction; input B_v"),
+    "boxinst_ba": Method("BoxInst (B_a, known c)",
+                         dict(use_amodal=False, use_fusion=False, vis_target="amodal",
+                              detect_box="amodal"),
+                         "one branch, projection + pairwise on B_a; input B_a"),
+    "bbtp": Method("BBTP-style MIL (B_a, known c)",
+                   dict(use_amodal=False, use_fusion=False, vis_target="amodal",
+                        vis_loss="mil", detect_box="amodal"),
+                   "one branch, box tightness MIL + smoothness on B_a; input B_a"),
+    "full": Method("Full supervision (masks)",
+                   dict(use_amodal=False, use_fusion=False, vis_target="amodal",
+                        vis_loss="dice"),
+                   "one branch, dice on ground-truth amodal masks (upper bound); input B_v"),
+}
+TABLE1 = ["blade", "boxinst_bv", "boxinst_ba", "bbtp", "full"]
+
+# Table 2: row -> run name. Rows 1 and b are the full model, i.e. the "blade" run.
+TABLE2_RUNS = {row: ("blade" if row in ("1", "b") else f"table2_{row}") for row in TABLE2_ROWS}
+LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3"]
+
+
+def run_overrides(name: str) -> dict:
+    """Config overrides of a run name (a method of Table 1 or a row of Table 2)."""
+    if name in METHODS:
+        return dict(METHODS[name].overrides)
+    if name.startswith("table2_") and name[7:] in TABLE2_ROWS:
+        return dict(TABLE2_ROWS[name[7:]])
+    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS)} and "
+                     f"{sorted(n for n in TABLE2_RUNS.values() if n != 'blade')}")
+
+
+def run_label(name: str) -> str:
+    if name in METHODS:
+        return METHODS[name].label
+    row = name[7:]
+    o = TABLE2_ROWS[row]
+    if row.isdigit():
+        on = [k for k, key in (("UN", "use_uniform"), ("NE", "use_neighbor"),
+                               ("FS", "use_fusion")) if o[key]]
+        return f"{row}: " + ("+".join(on) if on else "none")
+    return f"{row}: a=({o['alpha_proj']:g}, {o['alpha_pair']:g}, {o['alpha_con']:g})"
+
+
+def table_runs(table: str) -> list:
+    if table == "table1":
+        return list(TABLE1)
+    if table == "table2":
+        return list(dict.fromkeys(TABLE2_RUNS.values()))
+    raise ValueError(f"unknown table {table!r}")
+
+
+# -- qualitative picks ---------------------------------------------------------------------------
+def qualitative_picks(dataset, n: int = 6) -> list:
+    """Deterministic examples for the qualitative grid: the first ``n`` images (in file order)
+    with an evaluated object at the last level (FG-3), and in each the most occluded one.
+    Returns ``[(dataset index, instance index), ...]``."""
+    picks = []
+    top = dataset.level_bounds[-2]  # above this rate an object can only be at the last level
+    for i in range(len(dataset)):
+        rates = [inst.get("occlusion") for inst in dataset.instances[i]]
+        if all(r is not None for r in rates) and max(rates, default=0.0) <= top:
+            continue  # cheap pre-filter on the annotated occlusion rates
+        item = dataset[i]
+        last = (item["levels"] == len(dataset.level_bounds) - 1).nonzero().flatten()
+        if len(last):
+            k = int(last[item["occlusion"][last].argmax()])
+            picks.append((i, k))
+        if len(picks) == n:
+            break
+    return picks
+
+
+def qualitative_masks(model, dataset, picks, test_box: str) -> list:
+    """The model's amodal mask (thresholded, COCO RLE) for each pick."""
+    from .evaluate import _rle
+
+    out = []
+    for i, k in picks:
+        item = dataset[i]
+        res = model.predict([item["image"]], boxes=[item[f"{test_box}_boxes"][k:k + 1]])[0]
+        out.append({"index": i, "instance": k, "image_id": item["image_id"],
+                    "ann_id": item["ann_ids"][k], "amodal": _rle((res["masks"][0] > 0.5).numpy())})
+    return out
+
+
+# -- one run -------------------------------------------------------------------------------------
+def _data_paths(data: str):
+    paths = {s: (os.path.join(data, f"{s}.json"), os.path.join(data, s)) for s in ("train", "val")}
+    for ann, images in paths.values():
+        for p in (ann, images):
+            if not os.path.exists(p):
+                raise SystemExit(f"error: {p} does not exist: --data must be a folder written "
+                                 f"by `python -m blade.data.synthetic --out {data}`")
+    return paths
+
+
+def machine() -> str:
+    return f"{os.cpu_count()}-core {platform.machine()} {platform.system()}"
+
+
+def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: str,
+            progress: bool = True, max_steps: int | None = None, limit: int | None = None,
+            coco: bool = True, command: str = "") -> str:
+    """Train (or resume) and evaluate one run. Returns 'skipped', 'partial' or 'done'."""
+    import torch
+
+    from .config import preset
+    from .data import AmodalDataset
+    from .engine import load_checkpoint, load_model, train
+    from .evaluate import coco_ap, evaluate, summarize, test_box_kind
+
+    res = os.path.join(results_dir, name)
+    if os.path.exists(os.path.join(res, "levels.csv")):
+        return "skipped"
+    paths = _data_paths(data)
+    cfg = preset(preset_name, **run_overrides(name))
+    run_dir = os.path.join(runs_dir, name)
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    timing_file = os.path.join(run_dir, "timing.json")
+    timing = json.load(open(timing_file)) if os.path.exists(timing_file) else {"train_s": 0.0,
+                                                                              "calls": 0}
+    done_iters = load_checkpoint(last)["iteration"] if os.path.exists(last) else 0
+    if done_iters < cfg.iterations:
+        t0 = time.perf_counter()
+        train(cfg, *paths["train"], run_dir, resume=os.path.exists(last), progress=progress,
+              max_steps=max_steps)
+        timing["train_s"] += time.perf_counter() - t0
+        timing["calls"] += 1
+        with open(timing_file, "w") as f:
+            json.dump(timing, f)
+        if load_checkpoint(last)["iteration"] < cfg.iterations:
+            return "partial"
+    t0 = time.perf_counter()
+    model, ckpt = load_model(last)
+    val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
+    rows = evaluate(model, val, limit=limit, progress=progress)
+    os.makedirs(res, exist_ok=True)
+    metrics = {"run": name, "label": run_label(name), "preset": preset_name,
+               "test_box": test_box_kind(model), "objects": int(len(rows)),
+               "fallback_rate": float(1 - rows["matched"].mean())}
+    if coco:
+        metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True, progress=progress))
+    picks = qualitative_picks(val)
+    with open(os.path.join(res, "qualitative.json"), "w") as f:
+        json.dump(qualitative_masks(model, val, picks, test_box_kind(model)), f)
+    rows.to_csv(os.path.join(res, "objects.csv"), index=False)
+    summarize(rows, by="cell").to_csv(os.path.join(res, "cells.csv"), index_label="cell")
+    with open(os.path.join(res, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
+            "eval_wall_s": round(time.perf_counter() - t0, 1),
+            "iterations": ckpt["iteration"], "overrides": run_overrides(name),
+            "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
+    with open(os.path.join(res, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1, default=list)
+    # levels.csv last: its presence marks the run complete
+    summarize(rows).to_csv(os.path.join(res, "levels.csv"), index_label="level")
+    return "done"
+
+
+# -- claim checks ------------------------------------------------------------------------------
+def _check(claim, needed, table, test, evidence):
+    """One claim: holds True/False, or None when a run it needs has no results yet."""
+    if any(r not in table.index for r in needed):
+        missing = [r for r in needed if r not in table.index]
+        return {"claim": claim, "holds": None, "evidence": f"not run yet: {', '.join(missing)}"}
+    return {"claim": claim, "holds": bool(test(table)), "evidence": evidence(table)}
+
+
+def claims_table1(table) -> list:
+    """The paper's Table 1 claims against a wide table (rows: run names, columns FG-0..3 and
+    mean, IoU in %)."""
+    def beats(a, others, levels):
+        return lambda t: all(t.loc[a, lv] > t.loc[o, lv] for o in others for lv in levels)
+
+    def show(runs, levels):
+        return lambda t: "; ".join(f"{lv}: " + ", ".join(f"{r} {t.loc[r, lv]:.1f}" for r in runs)
+                                   for lv in levels)
+
+    out = [
+        _check("BLADE beats both BoxInst baselines at FG-2 and FG-3",
+               ["blade", "boxinst_bv", "boxinst_ba"], table,
+               beats("blade", ["boxinst_bv", "boxinst_ba"], ["FG-2", "FG-3"]),
+               show(["blade", "boxinst_bv", "boxinst_ba"], ["FG-2", "FG-3"])),
+        _check("BLADE beats the BBTP-style baseline at every level", ["blade", "bbtp"], table,
+               beats("blade", ["bbtp"], LEVELS), show(["blade", "bbtp"], LEVELS + ["mean"])),
+        _check("BLADE has the best mean of the box-supervised methods",
+               ["blade", "boxinst_bv", "boxinst_ba", "bbtp"], table,
+               beats("blade", ["boxinst_bv", "boxinst_ba", "bbtp"], ["mean"]),
+               show(["blade", "boxinst_bv", "boxinst_ba", "bbtp"], ["mean"])),
+    ]
+    gap = _check("Gap to full supervision (mean IoU points; a measurement, not a claim)",
+                 ["blade", "full"], table, lambda t: True,
+                 lambda t: f"full {t.loc['full', 'mean']:.1f} - BLADE {t.loc['blade', 'mean']:.1f}"
+                           f" = {t.loc['full', 'mean'] - t.loc['blade', 'mean']:.1f}")
+    gap["holds"] = None if gap["holds"] is None else "n/a"  # a number to report, not a claim
+    out.append(gap)
+    return out
+
+
+def claims_table2(table) -> list:
+    """The paper's Table 2 claims against a wide table (rows '1'-'8', 'a'-'d')."""
+    def drop(t, full, ablated, lv):
+        return t.loc[full, lv] - t.loc[ablated, lv]
+
+    pairs_fs = [("1", "5"), ("2", "6"), ("3", "7"), ("4", "8")]
+    pairs_un = [("1", "2"), ("3", "4"), ("5", "6"), ("7", "8")]
+
+    def pairs_text(pairs):
+        return lambda t: ", ".join(f"{a} {t.loc[a, 'mean']:.1f} vs {b} {t.loc[b, 'mean']:.1f}"
+                                   for a, b in pairs)
+
+    rows = [str(k) for k in range(1, 9)]
+    return [
+        _check("The full model (row 1) has the best mean of rows 1-8", rows, table,
+               lambda t: t.loc[rows, "mean"].idxmax() == "1",
+               lambda t: f"best: row {t.loc[rows, 'mean'].idxmax()} "
+                         f"({t.loc[rows, 'mean'].max():.1f}); row 1 {t.loc['1', 'mean']:.1f}"),
+        _check("Dropping the neighbour loss (row 3 vs 1) hurts FG-3 most", ["1", "3"], table,
+               lambda t: max(LEVELS, key=lambda lv: drop(t, "1", "3", lv)) == "FG-3",
+               lambda t: ", ".join(f"{lv} {drop(t, '1', '3', lv):+.1f}" for lv in LEVELS)),
+        _check("Dropping fusion hurts (rows 1-4 beat rows 5-8 pairwise, mean)",
+               [r for p in pairs_fs for r in p], table,
+               lambda t: all(t.loc[a, "mean"] > t.loc[b, "mean"] for a, b in pairs_fs),
+               pairs_text(pairs_fs)),
+        _check("Dropping the uniform loss hurts (pairwise, mean)",
+               [r for p in pairs_un for r in p], table,
+               lambda t: all(t.loc[a, "mean"] > t.loc[b, "mean"] for a, b in pairs_un),
+               pairs_text(pairs_un)),
+        _check("The paper's weights (row b) have the best mean of rows a-d",
+               ["a", "b", "c", "d"], table,
+               lambda t: t.loc[["a", "b", "c", "d"], "mean"].idxmax() == "b",
+               lambda t: ", ".join(f"{r} {t.loc[r, 'mean']:.1f}" for r in "abcd")),
+    ]
+
+
+def format_claims(claims) -> str:
+    mark = {True: "holds", False: "DOES NOT HOLD", None: "open", "n/a": "measured"}
+    return "\n".join(f"- [{mark[c['holds']]}] {c['claim']}: {c['evidence']}" for c in claims)
+
+
+# -- tables and figures --------------------------------------------------------------------------
+def collect(results_dir: str, table: str):
+    """Tidy results of a table's finished runs: one row per (run, level) with the IoU columns;
+    runs without results are left out (``missing`` lists them)."""
+    import pandas as pd
+
+    frames, missing = [], []
+    names = TABLE1 if table == "table1" else list(TABLE2_RUNS)
+    for key in names:
+        run = key if table == "table1" else TABLE2_RUNS[key]
+        path = os.path.join(results_dir, run, "levels.csv")
+        if not os.path.exists(path):
+            missing.append(key)
+            continue
+        df = pd.read_csv(path)
+        df.insert(0, "run", run)
+        df.insert(0, "method" if table == "table1" else "row",
+                  METHODS[key].label if table == "table1" else key)
+        frames.append(df)
+    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return tidy, missing
+
+
+def wide(tidy, key: str, value: str = "iou_amodal"):
+    """Rows x (FG-0..FG-3, mean) in percent, like the paper's tables."""
+    t = tidy.pivot(index=key, columns="level", values=value) * 100
+    t = t[[c for c in LEVELS + ["mean"] if c in t.columns]]
+    order = list(dict.fromkeys(tidy[key]))
+    return t.loc[order].round(1)
+
+
+def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | None = None,
+                             preset_name: str = "") -> list:
+    """results_dir/table{1,2}.csv (tidy) and the figures; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    written = []
+    os.makedirs(figures_dir, exist_ok=True)
+    for table, key in (("table1", "method"), ("table2", "row")):
+        tidy, missing = collect(results_dir, table)
+        if tidy.empty:
+            continue
+        path = os.path.join(results_dir, f"{table}.csv")
+        tidy.to_csv(path, index=False)
+        written.append(path)
+        if table == "table1":
+            fig, ax = plt.subplots(figsize=(9, 4))
+            viz.plot_levels(ax, tidy, hue="method")
+            ax.set_title("Amodal IoU per occlusion level (synthetic benchmark"
+                         + (f", {preset_name} preset)" if preset_name else ")"))
+        else:
+            fig, ax = plt.subplots(figsize=(6, 5))
+            viz.plot_table_heatmap(ax, wide(tidy, "row"))
+            ax.set_title("Table 2 ablations: amodal IoU (%)")
+        if missing:
+            ax.text(0.0, -0.18, "not run yet: " + ", ".join(missing), transform=ax.transAxes,
+                    fontsize=8, color="gray")
+        out = os.path.join(figures_dir, f"{table}.png")
+        viz.savefig(fig, out)
+        plt.close(fig)
+        written.append(out)
+    if data is not None:
+        out = write_qualitative(results_dir, figures_dir, data)
+        if out:
+            written.append(out)
+    return written
+
+
+def write_qualitative(results_dir: str, figures_dir: str, data: str,
+                      runs=("boxinst_bv", "boxinst_ba", "bbtp", "blade", "full")):
+    """The Figure 5 style grid from the runs' saved qualitative masks (needs the val data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import viz
+    from .data import AmodalDataset
+
+    saved = {}
+    for run in runs:
+        path = os.path.join(results_dir, run, "qualitative.json")
+        if os.path.exists(path):
+            saved[run] = json.load(open(path))
+    if not saved:
+        return None
+    val = AmodalDataset(*_data_paths(data)["val"], mode="eval", protocol="synthetic")
+    first = next(iter(saved.values()))
+    for run, picks in saved.items():
+        if [p["ann_id"] for p in picks] != [p["ann_id"] for p in first]:
+            raise ValueError(f"{results_dir}/{run}/qualitative.json shows other objects than "
+                             f"the other runs (different validation data?)")
+    cols = ["ground truth"] + [METHODS[r].label for r in saved]
+    fig, axes = plt.subplots(len(first), len(cols), figsize=(2.4 * len(cols), 1.6 * len(first)),
+                             squeeze=False)
+    for r, pick in enumerate(first):
+        item = val[pick["index"]]
+        k = pick["instance"]
+        preds = [saved[run][r]["amodal"] for run in saved]
+        viz.show_qualitative_row(axes[r], item, k, preds)
+    for c, title in enumerate(cols):
+        axes[0, c].set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = os.path.join(figures_dir, "qualitative.png")
+    viz.savefig(fig, out)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None):
+    from .config import PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m blade.experiments", description=(
+        "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
+        "synthetic benchmark; finished runs are skipped, partial ones resumed."))
+    p.add_argument("what", choices=("table1", "table2", "all", "figures"))
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--data", default="data/synthetic", help="folder from blade.data.synthetic")
+    p.add_argument("--runs", default="runs/experiments", help="training runs (checkpoints)")
+    p.add_argument("--results", default=None, help="default: results/<preset>")
+    p.add_argument("--figures", default=None, help="default: figures/<preset>")
+    p.add_argument("--only", default=None, help="comma-separated run names")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="train at most N iterations per run in this call (continue later)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only N val images")
+    p.add_argument("--no-coco", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    results = args.results or os.path.join("results", args.preset)
+    figures = args.figures or os.path.join("figures", args.preset)
+    runs_dir = os.path.join(args.runs, args.preset)
+    command = "python -m blade.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.what != "figures":
+        names = (table_runs("table1") + table_runs("table2") if args.what == "all"
+                 else table_runs(args.what))
+        names = list(dict.fromkeys(names))
+        if args.only:
+            wanted = args.only.split(",")
+            for w in wanted:
+                run_overrides(w)  # unknown names fail here, before any training
+            names = [n for n in names if n in wanted]
+        for name in names:
+            print(f"== {name} ({run_label(name)})", flush=True)
+            status = run_one(name, args.preset, args.data, runs_dir, results,
+                             progress=not args.no_progress, max_steps=args.max_steps,
+                             limit=args.limit, coco=not args.no_coco, command=command)
+            print(f"   {status}", flush=True)
+            if status == "partial":
+                print("   (continue with the same command)")
+                break
+    for path in write_tables_and_figures(results, figures, args.data if os.path.isdir(
+            args.data) else None, preset_name=args.preset):
+        print("wrote", path)
+    for table, key in (("table1", "method"), ("table2", "row")):
+        tidy, missing = collect(results, table)
+        if not tidy.empty:
+            print(f"\n{table} (amodal IoU %, class-agnostic, mean = mean of levels)")
+            print(wide(tidy, key).to_string())
+            if missing:
+                print("not run yet:", ", ".join(missing))
+            checks = (claims_table1(wide(tidy, "run")) if table == "table1"
+                      else claims_table2(wide(tidy, "row")))
+            print("claims:\n" + format_claims(checks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Experiment runner: methods and ablation rows as configurations, skip/resume, tables, figures,
+and smoke runs never touching the committed results."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+import blade.experiments as ex
+from blade.config import preset
+from blade.criterion import TABLE2_ROWS
+
+
+def test_every_run_is_a_valid_configuration():
+    names = ex.table_runs("table1") + ex.table_runs("table2")
+    for name in names:
+        cfg = preset("cpu", **ex.run_overrides(name))  # unknown fields would raise here
+        assert ex.run_label(name)
+        if name == "blade":
+            assert cfg == preset("cpu")  # the full model is the plain preset
+    assert ex.TABLE2_RUNS["1"] == ex.TABLE2_RUNS["b"] == "blade"  # rows 1 and b are one run
+    assert len(set(ex.table_runs("table2"))) == len(TABLE2_ROWS) - 1
+    assert ex.run_label("table2_4") == "4: FS" and ex.run_label("table2_8") == "8: none"
+    assert preset("cpu", **ex.run_overrides("full")).vis_loss == "dice"
+    known_c = {n for n in ex.TABLE1 if ex.METHODS[n].overrides.get("detect_box") == "amodal"}
+    assert known_c == {"boxinst_ba", "bbtp"}  # the paper's known-c baselines get B_a as input
+    with pytest.raises(ValueError, match="unknown run"):
+        ex.run_overrides("sam")
+
+
+@pytest.fixture(scope="module")
+def finished(synthetic_dir, tmp_path_factory):
+    """Two smoke runs through the CLI into temporary folders."""
+    root = tmp_path_factory.mktemp("exp")
+    args = ["table1", "--preset", "smoke", "--data", synthetic_dir, "--runs", str(root / "runs"),
+            "--results", str(root / "results"), "--figures", str(root / "figures"),
+            "--only", "blade,boxinst_bv", "--no-progress"]
+    ex.main(args)
+    return root, args
+
+
+def test_runs_write_results_and_figures(finished, synthetic_dir):
+    root, _ = finished
+    for run in ("blade", "boxinst_bv"):
+        res = root / "results" / run
+        levels = pd.read_csv(res / "levels.csv", index_col=0)
+        assert "mean" in levels.index and levels.loc["mean", "objects"] > 0
+        meta = json.load(open(res / "meta.json"))
+        assert meta["iterations"] == preset("smoke").iterations and meta["train_wall_s"] > 0
+        assert meta["machine"] and meta["command"].startswith("python -m blade.experiments")
+        qual = json.load(open(res / "qualitative.json"))
+        assert all("counts" in q["amodal"] for q in qual)
+        assert json.load(open(res / "metrics.json"))["test_box"] == "visible"
+    tidy = pd.read_csv(root / "results" / "table1.csv")
+    assert set(tidy["run"]) == {"blade", "boxinst_bv"}
+    assert set(tidy["level"]) >= {"FG-0", "mean"}
+    for fig in ("table1.png", "table2.png", "qualitative.png"):
+        assert (root / "figures" / fig).stat().st_size > 10_000
+
+
+def test_finished_runs_are_skipped(finished, monkeypatch):
+    root, args = finished
+    stamp = os.path.getmtime(root / "results" / "blade" / "levels.csv")
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("blade.engine.train", no_training)
+    ex.main(args)
+    assert os.path.getmtime(root / "results" / "blade" / "levels.csv") == stamp
+
+
+def test_partial_runs_resume_and_smoke_keeps_off_committed_results(synthetic_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # default folders are relative: results/<preset>, figures/<preset>
+    args = ["table1", "--preset", "smoke", "--data", synthetic_dir, "--only", "boxinst_bv",
+            "--no-progress", "--no-coco", "--limit", "2"]
+    ex.main(args + ["--max-steps", "1"])
+    assert "partial" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "smoke" / "boxinst_bv" / "levels.csv").exists()
+    ex.main(args)
+    out = capsys.readouterr().out
+    assert "done" in out and "BoxInst (B_v)" in out
+    meta = json.load(open(tmp_path / "results" / "smoke" / "boxinst_bv" / "meta.json"))
+    assert meta["train_calls"] == 2 and meta["iterations"] == preset("smoke").iterations
+    assert sorted(os.listdir(tmp_path / "results")) == ["smoke"]
+    assert sorted(os.listdir(tmp_path / "figures")) == ["smoke"]
+
+
+def test_wide_table_is_in_percent_and_ordered():
+    tidy = pd.DataFrame({"method": ["B", "B", "A", "A"], "level": ["FG-0", "mean"] * 2,
+                         "iou_amodal": [0.5, 0.4, 0.25, 0.2]})
+    w = ex.wide(tidy, "method")
+    assert list(w.index) == ["B", "A"] and list(w.columns) == ["FG-0", "mean"]
+    assert w.loc["A", "FG-0"] == 25.0
+
+
+def _table(rows: dict):
+    return pd.DataFrame(rows, index=ex.LEVELS + ["mean"]).T
+
+
+def test_claim_checks_on_hand_made_tables():
+    t1 = _table({"blade": [70, 65, 60, 50, 61.25], "boxinst_bv": [72, 60, 50, 30, 53],
+                 "boxinst_ba": [60, 58, 55, 52, 56.25], "bbtp": [50, 50, 50, 45, 48.75],
+                 "full": [80, 78, 75, 70, 75.75]})
+    def find(claims, start):
+        return next(x for x in claims if x["claim"].startswith(start))
+
+    c = ex.claims_table1(t1)
+    assert find(c, "BLADE beats both BoxInst")["holds"] is False  # boxinst_ba wins FG-3
+    assert find(c, "BLADE beats the BBTP")["holds"] is True
+    assert find(c, "BLADE has the best mean")["holds"] is True
+    assert find(c, "Gap to full")["evidence"].endswith("= 14.5")
+    partial = ex.claims_table1(t1.drop(index="bbtp"))
+    assert [x["holds"] for x in partial][1:3] == [None, None]
+
+    rows = {str(k): [80, 70, 60, 50, 65] for k in range(1, 9)}
+    rows["1"] = [80, 72, 66, 60, 69.5]
+    rows["3"] = [80, 71, 62, 45, 64.5]  # dropping NE: FG-3 falls most
+    rows.update({"5": [70, 60, 55, 45, 57.5], "6": [70, 60, 55, 44, 57.25],
+                 "7": [70, 60, 55, 43, 57], "8": [70, 60, 55, 42, 56.75],
+                 "a": [80, 70, 65, 58, 68.25], "b": rows["1"], "c": [80, 72, 66, 61, 69.75],
+                 "d": [79, 70, 64, 57, 67.5]})
+    c = ex.claims_table2(_table(rows))
+    assert find(c, "The full model")["holds"] is True
+    assert find(c, "Dropping the neighbour")["holds"] is True
+    assert find(c, "Dropping fusion")["holds"] is True
+    assert find(c, "Dropping the uniform")["holds"] is False  # rows 3 and 4 are reversed
+    assert find(c, "The paper's weights")["holds"] is False  # row c is higher
+    assert "[DOES NOT HOLD]" in ex.format_claims(ex.claims_table2(_table(rows)))
