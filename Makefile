@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.blade-installed
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
 help:
-	@echo "make demo   - set up .venv, generate a small synthetic benchmark, write figures to runs/demo/"
+	@echo "make demo   - set up .venv, generate the benchmark, train BLADE (cpu preset), evaluate, figures in runs/demo/"
 	@echo "make test   - set up .venv, run the whole test suite (unit, notebook and browser tests)"
 	@echo "make bench  - set up .venv, run the speed benchmarks in benchmarks/"
 	@echo "make lab    - set up .venv, start JupyterLab on notebooks/"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	@echo ">>> [demo] generating the synthetic benchmark and drawing scenes into runs/demo/"
+	@echo ">>> [demo] benchmark (if absent), BLADE training (cpu preset), evaluation, figures in runs/demo/"
 	$(PY) -m blade.demo --out runs/demo
 
 # The browser test needs Debian's Chromium; installing it needs root. Without it the test is
@@ -49,6 +49,7 @@ test: setup browser-deps
 bench: setup
 	$(PY) benchmarks/bench_synthetic.py
 	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_train_step.py
 
 lab: setup
 	@echo ">>> [lab] starting JupyterLab on notebooks/ (Ctrl-C to stop)"
