@@ -49,10 +49,18 @@ def _interaction_03(page):
     page.locator(".widget-checkbox", has_text="neighbour (NE)").locator("input").first.click()
 
 
+def _interaction_06(page):
+    """Notebook 06: step the failure browser to the next-worst object with the keyboard."""
+    handle = page.locator(".widget-slider", has_text="worst #").locator(".noUi-handle").first
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+
+
 # How a person changes the first explorer of each notebook that has widgets. A notebook with
 # widgets but no entry here fails, so the table grows with the notebooks.
 INTERACTIONS = {"01_overlap_regions.ipynb": _interaction_01,
-                "03_active_band.ipynb": _interaction_03}
+                "03_active_band.ipynb": _interaction_03,
+                "06_evaluation.ipynb": _interaction_06}
 
 
 def _need_browser():
