@@ -122,3 +122,65 @@ def test_edge_survival_plot(ds):
     assert viz.show_edge_survival(ax, sim, 0.3, image=ds[0]["image"]) is ax
     assert len(ax.images) == 2
     plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def evaluated(synthetic_dir):
+    import torch
+
+    from blade.config import preset
+    from blade.evaluate import evaluate
+    from blade.model import BladeModel
+
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval")
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke")).eval()
+    return model, val, evaluate(model, val, limit=2, progress=False)
+
+
+def test_failure_view_shows_the_ranked_object(evaluated):
+    model, val, rows = evaluated
+    fig = viz.failure_view(model, val, rows, rank=0)
+    assert isinstance(fig, Figure) and len(fig.axes) == 5
+    worst = rows.sort_values("iou_amodal", kind="stable").iloc[0]
+    assert f"image {worst['image_id']}" in fig.axes[0].get_title()
+    plt.close(fig)
+    fig = viz.failure_view(model, val, rows, rank=10**6)  # clamped to the last object
+    assert f"rank {len(rows) - 1} of {len(rows)}" in fig.axes[0].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no object has a value"):
+        viz.failure_view(model, val, rows.assign(iou_occluded=float("nan")),
+                         sort_by="iou_occluded")
+
+
+def test_failure_explorer_redraws_on_change(evaluated):
+    from blade.widgets import failure_explorer
+
+    model, val, rows = evaluated
+    box = failure_explorer(model, val, rows)
+    first = box.image.value
+    assert first and box.out.last_error is None
+    box.controls["rank"].value = 1
+    assert box.out.last_error is None and box.image.value != first
+    plt.close("all")
+
+
+def test_result_plots_return_their_ax(ds):
+    import pandas as pd
+
+    tidy = pd.DataFrame({"method": ["A"] * 5 + ["B"] * 5,
+                         "level": ["FG-0", "FG-1", "FG-2", "FG-3", "mean"] * 2,
+                         "iou_amodal": [0.7, 0.6, 0.5, 0.4, 0.55, 0.6, 0.5, 0.3, 0.2, 0.4]})
+    fig, axes = plt.subplots(1, 2)
+    assert viz.plot_levels(axes[0], tidy) is axes[0]
+    assert len(axes[0].patches) >= 10  # ten bars
+    table = tidy.pivot(index="method", columns="level", values="iou_amodal") * 100
+    assert viz.plot_table_heatmap(axes[1], table) is axes[1]
+    plt.close(fig)
+    item = ds[0]
+    fig, axes = plt.subplots(1, 3)
+    pred = item["amodal_masks"][0].numpy()
+    assert list(viz.show_qualitative_row(axes, item, 0, [pred, pred])) == list(axes)
+    assert axes[1].texts[0].get_text() == "IoU 1.00"  # the ground truth scores 1
+    plt.close(fig)
