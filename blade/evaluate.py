@@ -95,6 +95,32 @@ def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | Non
     return rows
 
 
+class BoxFill:
+    """A reference "model" without learning: the given box itself, filled, is the mask.
+
+    ``BoxFill("amodal")`` answers each amodal box B_a with B_a filled: how much the known-c
+    setting gives away before any network is trained. Its labels are -1 (no classes), so only
+    the class-agnostic columns mean something; ``matched`` is always True.
+    """
+
+    def __init__(self, kind: str = "amodal"):
+        self.cfg = type("BoxFillConfig", (), {"detect_box": kind})()
+
+    def predict(self, images, boxes=None):
+        from .boxes import box_bitmasks
+
+        if boxes is None:
+            raise ValueError("BoxFill needs the given boxes (it has no detector)")
+        out = []
+        for img, b in zip(images, boxes):
+            h, w = img.shape[-2:]
+            m = box_bitmasks(b, h, w)[:, 0]
+            out.append({"masks": m, "visible": m, "amodal": m, "region": torch.zeros_like(m),
+                        "labels": torch.full((len(b),), -1, dtype=torch.long),
+                        "matched": torch.ones(len(b), dtype=torch.bool)})
+        return out
+
+
 def evaluate(model, dataset, limit: int | None = None, progress: bool = True,
              test_box: str | None = None):
     """Per-object rows (a pandas DataFrame) for the first ``limit`` items of an eval dataset."""

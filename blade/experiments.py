@@ -58,26 +58,35 @@ METHODS = {
                         vis_loss="dice"),
                    "one branch, dice on ground-truth amodal masks (upper bound); input B_v"),
 }
-TABLE1 = ["blade", "boxinst_bv", "boxinst_ba", "bbtp", "full"]
+# Reference rows without training: the given box itself, filled, as the amodal mask. They show
+# what the input box alone is worth, i.e. how much the known-c setting gives away.
+REFERENCES = {"box_ba": Method("Filled B_a (known c, no training)", {"detect_box": "amodal"}),
+              "box_bv": Method("Filled B_v (no training)", {"detect_box": "visible"})}
+TABLE1 = ["blade", "boxinst_bv", "boxinst_ba", "bbtp", "full", "box_ba", "box_bv"]
 
 # Table 2: row -> run name. Rows 1 and b are the full model, i.e. the "blade" run.
 TABLE2_RUNS = {row: ("blade" if row in ("1", "b") else f"table2_{row}") for row in TABLE2_ROWS}
 LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3"]
 
 
+def method(name: str) -> Method:
+    """The Method of a Table 1 run (trained method or no-training reference)."""
+    return METHODS[name] if name in METHODS else REFERENCES[name]
+
+
 def run_overrides(name: str) -> dict:
     """Config overrides of a run name (a method of Table 1 or a row of Table 2)."""
-    if name in METHODS:
-        return dict(METHODS[name].overrides)
+    if name in METHODS or name in REFERENCES:
+        return dict(method(name).overrides)
     if name.startswith("table2_") and name[7:] in TABLE2_ROWS:
         return dict(TABLE2_ROWS[name[7:]])
-    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS)} and "
+    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS) + sorted(REFERENCES)} and "
                      f"{sorted(n for n in TABLE2_RUNS.values() if n != 'blade')}")
 
 
 def run_label(name: str) -> str:
-    if name in METHODS:
-        return METHODS[name].label
+    if name in METHODS or name in REFERENCES:
+        return method(name).label
     row = name[7:]
     o = TABLE2_ROWS[row]
     if row.isdigit():
@@ -159,6 +168,8 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     if os.path.exists(os.path.join(res, "levels.csv")):
         return "skipped"
     paths = _data_paths(data)
+    if name in REFERENCES:
+        return _run_reference(name, paths, res, limit, progress, command)
     cfg = preset(preset_name, **run_overrides(name))
     run_dir = os.path.join(runs_dir, name)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
@@ -206,6 +217,34 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     return "done"
 
 
+def _run_reference(name, paths, res, limit, progress, command) -> str:
+    """A no-training reference row: the filled given box scored with the same protocol."""
+    from .data import AmodalDataset
+    from .evaluate import BoxFill, evaluate, summarize
+
+    t0 = time.perf_counter()
+    kind = REFERENCES[name].overrides["detect_box"]
+    model = BoxFill(kind)
+    val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
+    rows = evaluate(model, val, limit=limit, progress=progress)
+    os.makedirs(res, exist_ok=True)
+    with open(os.path.join(res, "qualitative.json"), "w") as f:
+        json.dump(qualitative_masks(model, val, qualitative_picks(val), kind), f)
+    rows.to_csv(os.path.join(res, "objects.csv"), index=False)
+    summarize(rows, by="cell").to_csv(os.path.join(res, "cells.csv"), index_label="cell")
+    with open(os.path.join(res, "metrics.json"), "w") as f:
+        json.dump({"run": name, "label": run_label(name), "test_box": kind,
+                   "objects": int(len(rows)), "fallback_rate": 0.0}, f, indent=1)
+    with open(os.path.join(res, "meta.json"), "w") as f:
+        json.dump({"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "machine": machine(), "train_wall_s": 0.0, "train_calls": 0,
+                   "eval_wall_s": round(time.perf_counter() - t0, 1), "iterations": 0,
+                   "reference": f"filled {kind} box, no model",
+                   "val_images": len(val) if limit is None else limit}, f, indent=1)
+    summarize(rows).to_csv(os.path.join(res, "levels.csv"), index_label="level")
+    return "done"
+
+
 # -- claim checks ------------------------------------------------------------------------------
 def _check(claim, needed, table, test, evidence):
     """One claim: holds True/False, or None when a run it needs has no results yet."""
@@ -243,6 +282,13 @@ def claims_table1(table) -> list:
                            f" = {t.loc['full', 'mean'] - t.loc['blade', 'mean']:.1f}")
     gap["holds"] = None if gap["holds"] is None else "n/a"  # a number to report, not a claim
     out.append(gap)
+    box = _check("What the input box alone scores (filled box, no training; a measurement)",
+                 ["box_ba", "box_bv", "blade"], table, lambda t: True,
+                 lambda t: "; ".join(f"{lv}: filled B_a {t.loc['box_ba', lv]:.1f}, filled B_v "
+                                     f"{t.loc['box_bv', lv]:.1f}, BLADE {t.loc['blade', lv]:.1f}"
+                                     for lv in ["FG-0", "FG-3", "mean"]))
+    box["holds"] = None if box["holds"] is None else "n/a"
+    out.append(box)
     return out
 
 
@@ -304,7 +350,7 @@ def collect(results_dir: str, table: str):
         df = pd.read_csv(path)
         df.insert(0, "run", run)
         df.insert(0, "method" if table == "table1" else "row",
-                  METHODS[key].label if table == "table1" else key)
+                  method(key).label if table == "table1" else key)
         frames.append(df)
     tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return tidy, missing
@@ -361,7 +407,7 @@ def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | Non
 
 
 def write_qualitative(results_dir: str, figures_dir: str, data: str,
-                      runs=("boxinst_bv", "boxinst_ba", "bbtp", "blade", "full")):
+                      runs=("box_ba", "boxinst_bv", "boxinst_ba", "bbtp", "blade", "full")):
     """The Figure 5 style grid from the runs' saved qualitative masks (needs the val data)."""
     import matplotlib
 
@@ -384,7 +430,7 @@ def write_qualitative(results_dir: str, figures_dir: str, data: str,
         if [p["ann_id"] for p in picks] != [p["ann_id"] for p in first]:
             raise ValueError(f"{results_dir}/{run}/qualitative.json shows other objects than "
                              f"the other runs (different validation data?)")
-    cols = ["ground truth"] + [METHODS[r].label for r in saved]
+    cols = ["ground truth"] + [method(r).label for r in saved]
     fig, axes = plt.subplots(len(first), len(cols), figsize=(2.4 * len(cols), 1.6 * len(first)),
                              squeeze=False)
     for r, pick in enumerate(first):

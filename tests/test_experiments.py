@@ -23,8 +23,9 @@ def test_every_run_is_a_valid_configuration():
     assert len(set(ex.table_runs("table2"))) == len(TABLE2_ROWS) - 1
     assert ex.run_label("table2_4") == "4: FS" and ex.run_label("table2_8") == "8: none"
     assert preset("cpu", **ex.run_overrides("full")).vis_loss == "dice"
-    known_c = {n for n in ex.TABLE1 if ex.METHODS[n].overrides.get("detect_box") == "amodal"}
+    known_c = {n for n in ex.METHODS if ex.METHODS[n].overrides.get("detect_box") == "amodal"}
     assert known_c == {"boxinst_ba", "bbtp"}  # the paper's known-c baselines get B_a as input
+    assert set(ex.TABLE1) == set(ex.METHODS) | set(ex.REFERENCES)
     with pytest.raises(ValueError, match="unknown run"):
         ex.run_overrides("sam")
 
@@ -86,6 +87,33 @@ def test_partial_runs_resume_and_smoke_keeps_off_committed_results(synthetic_dir
     assert meta["train_calls"] == 2 and meta["iterations"] == preset("smoke").iterations
     assert sorted(os.listdir(tmp_path / "results")) == ["smoke"]
     assert sorted(os.listdir(tmp_path / "figures")) == ["smoke"]
+
+
+def test_reference_rows_score_the_filled_box_without_training(synthetic_dir, tmp_path,
+                                                               monkeypatch):
+    from blade.boxes import box_bitmasks
+    from blade.evaluate import mask_iou
+
+    def no_training(*a, **k):
+        raise AssertionError("a reference row must not train")
+
+    monkeypatch.setattr("blade.engine.train", no_training)
+    status = ex.run_one("box_ba", "smoke", synthetic_dir, str(tmp_path / "runs"),
+                        str(tmp_path / "res"), progress=False)
+    assert status == "done"
+    rows = pd.read_csv(tmp_path / "res" / "box_ba" / "objects.csv")
+    from blade.data import AmodalDataset
+
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    item = val[0]
+    keep = item["evaluated"].nonzero().flatten()
+    h, w = item["image"].shape[-2:]
+    filled = box_bitmasks(item["amodal_boxes"][keep], h, w)[:, 0] > 0
+    expected = mask_iou(filled, item["amodal_masks"][keep]).tolist()
+    got = rows[rows.image_id == item["image_id"]]["iou_amodal"].tolist()
+    assert got == pytest.approx(expected)
+    assert (rows["test_box"] == "amodal").all() and (rows["iou_amodal_cls"] == 0).all()
 
 
 def test_wide_table_is_in_percent_and_ordered():
