@@ -162,7 +162,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     from .config import preset
     from .data import AmodalDataset
     from .engine import load_checkpoint, load_model, train
-    from .evaluate import coco_ap, evaluate, summarize, test_box_kind
+    from .evaluate import coco_ap, evaluate, test_box_kind
 
     res = os.path.join(results_dir, name)
     if os.path.exists(os.path.join(res, "levels.csv")):
@@ -191,57 +191,56 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     model, ckpt = load_model(last)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
     rows = evaluate(model, val, limit=limit, progress=progress)
-    os.makedirs(res, exist_ok=True)
     metrics = {"run": name, "label": run_label(name), "preset": preset_name,
                "test_box": test_box_kind(model), "objects": int(len(rows)),
                "fallback_rate": float(1 - rows["matched"].mean())}
     if coco:
         metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True, progress=progress))
-    picks = qualitative_picks(val)
+    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
+            "iterations": ckpt["iteration"], "overrides": run_overrides(name),
+            "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
+    _write_results(res, rows, metrics, meta, qualitative_masks(
+        model, val, qualitative_picks(val), test_box_kind(model)), t0)
+    return "done"
+
+
+def _write_results(res, rows, metrics, meta, qualitative, t0) -> None:
+    """One run's results folder; ``levels.csv`` last, its presence marks the run complete."""
+    from .evaluate import summarize
+
+    os.makedirs(res, exist_ok=True)
     with open(os.path.join(res, "qualitative.json"), "w") as f:
-        json.dump(qualitative_masks(model, val, picks, test_box_kind(model)), f)
+        json.dump(qualitative, f)
     rows.to_csv(os.path.join(res, "objects.csv"), index=False)
     summarize(rows, by="cell").to_csv(os.path.join(res, "cells.csv"), index_label="cell")
     with open(os.path.join(res, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
-            "eval_wall_s": round(time.perf_counter() - t0, 1),
-            "iterations": ckpt["iteration"], "overrides": run_overrides(name),
-            "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
+    meta = dict(meta, eval_wall_s=round(time.perf_counter() - t0, 1))
     with open(os.path.join(res, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, default=list)
-    # levels.csv last: its presence marks the run complete
     summarize(rows).to_csv(os.path.join(res, "levels.csv"), index_label="level")
-    return "done"
 
 
 def _run_reference(name, paths, res, limit, progress, command) -> str:
     """A no-training reference row: the filled given box scored with the same protocol."""
     from .data import AmodalDataset
-    from .evaluate import BoxFill, evaluate, summarize
+    from .evaluate import BoxFill, evaluate
 
     t0 = time.perf_counter()
     kind = REFERENCES[name].overrides["detect_box"]
     model = BoxFill(kind)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
     rows = evaluate(model, val, limit=limit, progress=progress)
-    os.makedirs(res, exist_ok=True)
-    with open(os.path.join(res, "qualitative.json"), "w") as f:
-        json.dump(qualitative_masks(model, val, qualitative_picks(val), kind), f)
-    rows.to_csv(os.path.join(res, "objects.csv"), index=False)
-    summarize(rows, by="cell").to_csv(os.path.join(res, "cells.csv"), index_label="cell")
-    with open(os.path.join(res, "metrics.json"), "w") as f:
-        json.dump({"run": name, "label": run_label(name), "test_box": kind,
-                   "objects": int(len(rows)), "fallback_rate": 0.0}, f, indent=1)
-    with open(os.path.join(res, "meta.json"), "w") as f:
-        json.dump({"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   "machine": machine(), "train_wall_s": 0.0, "train_calls": 0,
-                   "eval_wall_s": round(time.perf_counter() - t0, 1), "iterations": 0,
-                   "reference": f"filled {kind} box, no model",
-                   "val_images": len(val) if limit is None else limit}, f, indent=1)
-    summarize(rows).to_csv(os.path.join(res, "levels.csv"), index_label="level")
+    metrics = {"run": name, "label": run_label(name), "test_box": kind,
+               "objects": int(len(rows)), "fallback_rate": 0.0}
+    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(), "train_wall_s": 0.0, "train_calls": 0, "iterations": 0,
+            "reference": f"filled {kind} box, no model",
+            "val_images": len(val) if limit is None else limit}
+    _write_results(res, rows, metrics, meta,
+                   qualitative_masks(model, val, qualitative_picks(val), kind), t0)
     return "done"
 
 
