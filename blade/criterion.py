@@ -65,6 +65,7 @@ class LossConfig:
     vis_target: str = "visible"  # visible (B_v, BLADE/BoxInst) or amodal (B_a: BoxInst/BBTP on B_a)
     vis_loss: str = "boxinst"  # boxinst (projection + pairwise), mil (BBTP), dice (full masks)
     smooth_weight: float = 1.0  # BBTP smoothness weight with vis_loss=mil (kit's choice)
+    mil_alpha: float = 4.0  # BBTP alpha-softmax sharpness in the MIL bags (kit's choice)
 
     def __post_init__(self):
         if self.vis_target not in VIS_TARGETS:
@@ -120,7 +121,7 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
             terms["vis_pair"] = pairwise_loss(v, sim, box, cfg.color_threshold)
             weights["vis_proj"], weights["vis_pair"] = 1.0, w
         elif cfg.vis_loss == "mil":
-            terms["vis_mil"] = mil_loss(v, box)
+            terms["vis_mil"] = mil_loss(v, box, cfg.mil_alpha)
             terms["vis_smooth"] = smoothness_loss(v)
             weights["vis_mil"], weights["vis_smooth"] = 1.0, cfg.smooth_weight * w
         else:  # dice: the fully supervised upper bound, the only reader of masks

@@ -21,6 +21,8 @@ def test_every_run_is_a_valid_configuration():
             assert cfg == preset("cpu")  # the full model is the plain preset
     assert ex.TABLE2_RUNS["1"] == ex.TABLE2_RUNS["b"] == "blade"  # rows 1 and b are one run
     assert len(set(ex.table_runs("table2"))) == len(TABLE2_ROWS) - 1
+    assert sorted(ex.TABLE2_ORDER) == sorted(TABLE2_ROWS)
+    assert ex.table_runs("table2")[:3] == ["blade", "table2_3", "table2_5"]
     assert ex.run_label("table2_4") == "4: FS" and ex.run_label("table2_8") == "8: none"
     assert preset("cpu", **ex.run_overrides("full")).vis_loss == "dice"
     known_c = {n for n in ex.METHODS if ex.METHODS[n].overrides.get("detect_box") == "amodal"}

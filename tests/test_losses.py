@@ -239,12 +239,19 @@ def test_mil_loss_hand_computed():
     # columns 1,2 cross (max 2 and 0), columns 0,3 miss (max 0 each)
     rows = (sp(-2) + sp(0)) / 2 + sp(0)
     cols = (sp(-2) + sp(0)) / 2 + (sp(0) + sp(0)) / 2
-    assert mil_loss(x, box).item() == pytest.approx((rows + cols) / 2, abs=1e-12)
+    assert mil_loss(x, box, alpha=None).item() == pytest.approx((rows + cols) / 2, abs=1e-12)
+    # alpha-softmax: a bag {p1, p2} scores (p1 e^(4 p1) + p2 e^(4 p2)) / (e^(4 p1) + e^(4 p2))
+    p2, p0 = 1 / (1 + math.exp(-2)), 0.5
+    s = (p2 * math.exp(4 * p2) + p0 * math.exp(4 * p0)) / (math.exp(4 * p2) + math.exp(4 * p0))
+    rows = (-math.log(s) - math.log(p0)) / 2 - math.log(1 - p0)
+    cols = (-math.log(s) - math.log(p0)) / 2 - math.log(1 - p0)
+    assert mil_loss(x, box, alpha=4.0).item() == pytest.approx((rows + cols) / 2, abs=1e-12)
 
 
 def test_mil_loss_is_low_only_for_masks_touching_every_line_of_the_box():
     box = box_bitmasks(torch.tensor([[4.0, 4, 20, 16]]), 24, 24, 1)
     inside = torch.where(box > 0, 10.0, -10.0)
+    assert mil_loss(inside, box, alpha=None) < 1e-3
     assert mil_loss(inside, box) < 1e-3
     diag = torch.full_like(box, -10.0)  # a thin diagonal inside the box also satisfies every bag
     for k in range(12):
@@ -252,10 +259,11 @@ def test_mil_loss_is_low_only_for_masks_touching_every_line_of_the_box():
     diag[0, 0, 15, 19] = 10.0
     for k in range(12, 16):
         diag[0, 0, 15, 4 + k] = 10.0
-    assert mil_loss(diag, box) < 1e-3  # tightness alone does not fill the box: hence smoothness
+    assert mil_loss(diag, box, alpha=None) < 1e-3  # tightness alone does not fill the box
+    assert mil_loss(diag, box) > mil_loss(inside, box)  # the smooth max prefers full lines
     outside = inside.clone()
     outside[0, 0, 0, 0] = 10.0  # one pixel on a line that misses the box
-    assert mil_loss(outside, box) > 1.0
+    assert mil_loss(outside, box, alpha=None) > 1.0 and mil_loss(outside, box) > 0.01
     assert mil_loss(torch.zeros(0, 1, 5, 5), torch.zeros(0, 1, 5, 5)).item() == 0
 
 
@@ -273,3 +281,11 @@ def test_smoothness_loss_hand_computed_and_dice():
     expected = 1 - 2 * (0.5 * 8) / (0.25 * 16 + 8 + 1e-5)
     assert mask_dice_loss(torch.zeros_like(m), m).item() == pytest.approx(expected)
     del p
+
+
+def test_mil_loss_gives_every_pixel_of_a_bag_a_gradient():
+    box = box_bitmasks(torch.tensor([[2.0, 2, 6, 6]]), 8, 8, 1)
+    x = torch.zeros(1, 1, 8, 8, requires_grad=True)  # the collapsed state: p = 0.5 everywhere
+    mil_loss(x, box).backward()
+    assert (x.grad[0, 0][box[0, 0] > 0] < 0).all()  # every pixel inside is pushed up
+    assert (x.grad[0, 0][box[0, 0] == 0] > 0).all()  # every pixel outside is pushed down
