@@ -59,6 +59,15 @@ def test_box_kind(model) -> str:
     return getattr(getattr(model, "cfg", None), "detect_box", "visible")
 
 
+def predict_one(model, image, boxes=None) -> dict:
+    """``model.predict`` for one image on the model's device; results back on the CPU."""
+    params = model.parameters() if hasattr(model, "parameters") else iter(())
+    device = next(params, torch.zeros(())).device
+    out = model.predict([image.to(device)],
+                        boxes=None if boxes is None else [boxes.to(device)])[0]
+    return {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
+
+
 @torch.no_grad()
 def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | None = None) -> list:
     """One eval-mode dataset item -> one row (dict) per evaluated instance."""
@@ -67,7 +76,7 @@ def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | Non
         return []
     test_box = test_box or test_box_kind(model)
     boxes = item[f"{test_box}_boxes"][keep]
-    out = model.predict([item["image"]], boxes=[boxes])[0]
+    out = predict_one(model, item["image"], boxes)
     pred_a = out["masks"] > threshold
     pred_v = out["visible"] > threshold
     gt_a, gt_v = item["amodal_masks"][keep], item["visible_masks"][keep]
@@ -198,7 +207,7 @@ def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = Fal
                     "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                              float(ys.max() - ys.min() + 1)],
                     "segmentation": _rle(m)})
-        out = model.predict([item["image"]])[0]
+        out = predict_one(model, item["image"])
         for kind, key in (("amodal", "masks"), ("visible", "visible")):
             for j in range(len(out["scores"])):
                 dets[kind].append({"image_id": i + 1, "category_id": int(out["labels"][j]) + 1,

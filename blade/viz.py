@@ -274,7 +274,9 @@ def failure_view(model, dataset, rows, rank: int = 0, sort_by: str = "iou_amodal
     item = dataset[index]
     k = list(item["ann_ids"]).index(row["ann_id"])
     box = item[f"{row.get('test_box', 'visible')}_boxes"][k:k + 1]
-    out = model.predict([item["image"]], boxes=[box])[0]
+    from .evaluate import predict_one
+
+    out = predict_one(model, item["image"], box)
     fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
     show_image(axes[0], item["image"])
     show_mask(axes[0], item["visible_masks"][k], VISIBLE)
