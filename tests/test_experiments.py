@@ -159,3 +159,5 @@ def test_claim_checks_on_hand_made_tables():
     assert find(c, "Dropping the uniform")["holds"] is False  # rows 3 and 4 are reversed
     assert find(c, "The paper's weights")["holds"] is False  # row c is higher
     assert "[DOES NOT HOLD]" in ex.format_claims(ex.claims_table2(_table(rows)))
+    rows["3"] = [82, 74, 66, 60.5, 70.6]  # dropping NE helps everywhere, FG-3 least: no claim
+    assert find(ex.claims_table2(_table(rows)), "Dropping the neighbour")["holds"] is False
