@@ -16,8 +16,9 @@ and figures to ``figures/<preset>``: a smoke run never touches the committed ``c
 Methods (Table 1). The paper's BoxInst and BBTP rows use the amodal box as input ("known c");
 here that is the configuration trained on B_a with an amodal-box detector, evaluated with the
 amodal box as B_test. BLADE and the BoxInst-on-B_v row get the visible box ("unknown c").
-Bayesian-Amodal and SAM are not reproduced (their rows in the notebooks carry the paper's
-numbers only).
+Two reference rows need no training (``REFERENCES``): the given box itself, filled, scored
+as the amodal mask, to show what the input box alone is worth. Bayesian-Amodal and SAM are not
+reproduced (their rows in the notebooks carry the paper's numbers only).
 """
 
 from __future__ import annotations
