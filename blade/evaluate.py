@@ -172,14 +172,6 @@ def summarize(rows, columns=LEVEL_COLUMNS, by: str = "level"):
 
 
 # -- COCO AP -------------------------------------------------------------------------------------
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 @torch.no_grad()
 def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = False,
             progress: bool = True) -> dict:
@@ -188,6 +180,8 @@ def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = Fal
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     from tqdm.auto import tqdm
+
+    from .data.masks import encode, rle_area, rle_box
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
     images, gts = [], {"amodal": [], "visible": []}
@@ -200,19 +194,18 @@ def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = Fal
             for k, m in enumerate(item[f"{kind}_masks"].numpy()):
                 if not m.any():
                     continue
-                ys, xs = np.nonzero(m)
+                rle = encode(m)
+                x1, y1, x2, y2 = rle_box(rle).tolist()
                 gts[kind].append({
                     "id": len(gts[kind]) + 1, "image_id": i + 1, "iscrowd": 0,
-                    "category_id": int(item["labels"][k]) + 1, "area": float(m.sum()),
-                    "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-                             float(ys.max() - ys.min() + 1)],
-                    "segmentation": _rle(m)})
+                    "category_id": int(item["labels"][k]) + 1, "area": float(rle_area(rle)),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": rle})
         out = predict_one(model, item["image"])
         for kind, key in (("amodal", "masks"), ("visible", "visible")):
             for j in range(len(out["scores"])):
                 dets[kind].append({"image_id": i + 1, "category_id": int(out["labels"][j]) + 1,
                                    "score": float(out["scores"][j]),
-                                   "segmentation": _rle((out[key][j] > 0.5).numpy())})
+                                   "segmentation": encode((out[key][j] > 0.5).numpy())})
     n_cls = int(getattr(getattr(model, "cfg", None), "num_classes", 0)) or 1
     categories = [{"id": c + 1, "name": str(c)} for c in range(max(n_cls, 1 + max(
         [a["category_id"] for a in gts["amodal"]] + [0])))]

@@ -129,14 +129,15 @@ def qualitative_picks(dataset, n: int = 6) -> list:
 
 def qualitative_masks(model, dataset, picks, test_box: str) -> list:
     """The model's amodal mask (thresholded, COCO RLE) for each pick."""
-    from .evaluate import _rle, predict_one
+    from .data.masks import encode
+    from .evaluate import predict_one
 
     out = []
     for i, k in picks:
         item = dataset[i]
         res = predict_one(model, item["image"], item[f"{test_box}_boxes"][k:k + 1])
         out.append({"index": i, "instance": k, "image_id": item["image_id"],
-                    "ann_id": item["ann_ids"][k], "amodal": _rle((res["masks"][0] > 0.5).numpy())})
+                    "ann_id": item["ann_ids"][k], "amodal": encode((res["masks"][0] > 0.5).numpy())})
     return out
 
 

@@ -65,9 +65,8 @@ def main(argv=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pycocotools import mask as mask_utils
-
     from . import viz
+    from .data.masks import encode
     from .engine import load_model
     from .utils import pick_device
 
@@ -89,9 +88,7 @@ def main(argv=None):
 
     if args.json:
         def rle(m):
-            r = mask_utils.encode(np.asfortranarray((m > args.threshold).cpu().numpy()
-                                                    .astype(np.uint8)))
-            return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
+            return encode((m > args.threshold).cpu().numpy())
 
         records = []
         for k in range(len(res["boxes"])):

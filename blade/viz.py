@@ -235,7 +235,7 @@ def show_qualitative_row(axes, item: dict, k: int, predictions, pad: int = 12):
     """One row of a Figure 5 style grid, cropped around object ``k`` of an eval item: the
     ground truth (amodal outline, visible fill) and then each predicted amodal mask (COCO RLE
     or [H,W] array) over the image, with the ground-truth amodal outline for reference."""
-    from pycocotools import mask as mask_utils
+    from .data.masks import decode
 
     gt_a = _np(item["amodal_masks"][k])
     gt_v = _np(item["visible_masks"][k])
@@ -247,7 +247,7 @@ def show_qualitative_row(axes, item: dict, k: int, predictions, pad: int = 12):
     show_mask(axes[0], gt_v[ys, xs], VISIBLE)
     show_mask(axes[0], gt_a[ys, xs], AMODAL, outline=True)
     for ax, pred in zip(axes[1:], predictions):
-        m = mask_utils.decode(pred) if isinstance(pred, dict) else _np(pred)
+        m = decode(pred) if isinstance(pred, dict) else _np(pred)
         show_image(ax, image)
         show_mask(ax, m[ys, xs].astype(bool), OCCLUDED, alpha=0.5)
         show_mask(ax, gt_a[ys, xs], AMODAL, outline=True)
