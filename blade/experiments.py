@@ -2,6 +2,7 @@
 
     python -m blade.experiments table1 --preset cpu --data data/synthetic
     python -m blade.experiments table2 --preset cpu --data data/synthetic
+    python -m blade.experiments seeds --preset cpu --data data/synthetic   # run-to-run spread
     python -m blade.experiments figures --preset cpu
 
 Every method is a configuration of the same network, engine, data and budget (``METHODS``,
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,6 +71,10 @@ TABLE1 = ["blade", "boxinst_bv", "boxinst_ba", "bbtp", "full", "box_ba", "box_bv
 TABLE2_RUNS = {row: ("blade" if row in ("1", "b") else f"table2_{row}") for row in TABLE2_ROWS}
 TABLE2_ORDER = ["1", "3", "5", "2", "4", "6", "7", "8", "a", "c", "d", "b"]  # run order
 LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3"]
+# Seed study: the same configuration trained again with another ``Config.seed`` (weights, data
+# order, augmentation; the data stay the same). A run name ``<run>_seed<N>`` is run ``<run>``
+# with seed N; the plain name is seed 0. Rows 1 and 3 first: their gap is the NE claim.
+SEEDS = ["blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2"]
 
 
 def method(name: str) -> Method:
@@ -76,8 +82,20 @@ def method(name: str) -> Method:
     return METHODS[name] if name in METHODS else REFERENCES[name]
 
 
+def split_seed(name: str) -> tuple:
+    """``"table2_3_seed1"`` -> ``("table2_3", 1)``; a name without the suffix -> ``(name, 0)``."""
+    m = re.fullmatch(r"(.+)_seed(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
+
+
 def run_overrides(name: str) -> dict:
-    """Config overrides of a run name (a method of Table 1 or a row of Table 2)."""
+    """Config overrides of a run name (a method of Table 1, a row of Table 2, either with a
+    ``_seed<N>`` suffix)."""
+    base, seed = split_seed(name)
+    if seed:
+        if base in REFERENCES:
+            raise ValueError(f"run {name!r}: a reference row has no training, hence no seed")
+        return dict(run_overrides(base), seed=seed)
     if name in METHODS or name in REFERENCES:
         return dict(method(name).overrides)
     if name.startswith("table2_") and name[7:] in TABLE2_ROWS:
@@ -87,6 +105,9 @@ def run_overrides(name: str) -> dict:
 
 
 def run_label(name: str) -> str:
+    base, seed = split_seed(name)
+    if seed:
+        return f"{run_label(base)}, seed {seed}"
     if name in METHODS or name in REFERENCES:
         return method(name).label
     row = name[7:]
@@ -103,6 +124,8 @@ def table_runs(table: str) -> list:
         return list(TABLE1)
     if table == "table2":  # the rows behind the paper's main claims first (NE, FS, UN)
         return list(dict.fromkeys(TABLE2_RUNS[r] for r in TABLE2_ORDER))
+    if table == "seeds":
+        return list(SEEDS)
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -360,6 +383,45 @@ def collect(results_dir: str, table: str):
     return tidy, missing
 
 
+def collect_seeds(results_dir: str):
+    """Tidy results of the seed study: for every run named in ``SEEDS``, its seed-0 run and
+    every finished seed, one row per (run, level); columns ``base``, ``seed`` added."""
+    import pandas as pd
+
+    frames = []
+    for base in dict.fromkeys(split_seed(n)[0] for n in SEEDS):
+        runs = [base] + sorted((n for n in os.listdir(results_dir) if split_seed(n)[0] == base
+                                and split_seed(n)[1]), key=lambda n: split_seed(n)[1]) \
+            if os.path.isdir(results_dir) else []
+        for run in runs:
+            path = os.path.join(results_dir, run, "levels.csv")
+            if os.path.exists(path):
+                df = pd.read_csv(path)
+                df.insert(0, "seed", split_seed(run)[1])
+                df.insert(0, "base", run_label(base))
+                df.insert(0, "run", run)
+                frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def seed_spread(tidy, value: str = "iou_amodal"):
+    """Per configuration (rows ``(base, stat)``) and level (columns FG-0..FG-3, mean), in %:
+    the mean over seeds, the sample standard deviation and max - min; ``seeds`` counts them."""
+    import pandas as pd
+
+    t = tidy.pivot_table(index=["base", "seed"], columns="level", values=value) * 100
+    t = t[[c for c in LEVELS + ["mean"] if c in t.columns]]
+    parts = []
+    for base in dict.fromkeys(tidy["base"]):
+        runs = t.loc[base]
+        stats = pd.DataFrame({"mean": runs.mean(), "sd": runs.std(ddof=1),
+                              "range": runs.max() - runs.min()}).T
+        stats.index = pd.MultiIndex.from_product([[base], stats.index], names=["base", "stat"])
+        stats["seeds"] = len(runs)
+        parts.append(stats)
+    return pd.concat(parts).round(2)
+
+
 def wide(tidy, key: str, value: str = "iou_amodal"):
     """Rows x (FG-0..FG-3, mean) in percent, like the paper's tables."""
     t = tidy.pivot(index=key, columns="level", values=value) * 100
@@ -403,6 +465,11 @@ def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | Non
         viz.savefig(fig, out)
         plt.close(fig)
         written.append(out)
+    seeds = collect_seeds(results_dir)
+    if not seeds.empty:
+        path = os.path.join(results_dir, "seeds.csv")
+        seeds.to_csv(path, index=False)
+        written.append(path)
     if data is not None:
         out = write_qualitative(results_dir, figures_dir, data)
         if out:
@@ -457,7 +524,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m blade.experiments", description=(
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
-    p.add_argument("what", choices=("table1", "table2", "all", "figures"))
+    p.add_argument("what", choices=("table1", "table2", "all", "seeds", "figures"),
+                   help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--data", default="data/synthetic", help="folder from blade.data.synthetic")
     p.add_argument("--runs", default="runs/experiments", help="training runs (checkpoints)")
@@ -505,6 +573,10 @@ def main(argv=None):
             checks = (claims_table1(wide(tidy, "run")) if table == "table1"
                       else claims_table2(wide(tidy, "row")))
             print("claims:\n" + format_claims(checks))
+    seeds = collect_seeds(results)
+    if not seeds.empty:
+        print("\nseed study (amodal IoU %, class-agnostic)")
+        print(seed_spread(seeds).to_string())
 
 
 if __name__ == "__main__":
