@@ -384,15 +384,18 @@ def collect(results_dir: str, table: str):
 
 
 def collect_seeds(results_dir: str):
-    """Tidy results of the seed study: for every run named in ``SEEDS``, its seed-0 run and
-    every finished seed, one row per (run, level); columns ``base``, ``seed`` added."""
+    """Tidy results of the seed study: for every run with a finished ``<run>_seed<N>`` in
+    ``results_dir``, its seed-0 run and every finished seed, one row per (run, level); columns
+    ``base``, ``seed`` added."""
     import pandas as pd
 
+    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
+    seeded = [n for n in found if split_seed(n)[1] > 0
+              and os.path.exists(os.path.join(results_dir, n, "levels.csv"))]
     frames = []
-    for base in dict.fromkeys(split_seed(n)[0] for n in SEEDS):
-        runs = [base] + sorted((n for n in os.listdir(results_dir) if split_seed(n)[0] == base
-                                and split_seed(n)[1]), key=lambda n: split_seed(n)[1]) \
-            if os.path.isdir(results_dir) else []
+    for base in dict.fromkeys(split_seed(n)[0] for n in SEEDS + seeded):
+        runs = [base] + sorted((n for n in seeded if split_seed(n)[0] == base),
+                               key=lambda n: split_seed(n)[1])
         for run in runs:
             path = os.path.join(results_dir, run, "levels.csv")
             if os.path.exists(path):
@@ -550,7 +553,11 @@ def main(argv=None):
             wanted = args.only.split(",")
             for w in wanted:
                 run_overrides(w)  # unknown names fail here, before any training
-            names = [n for n in names if n in wanted]
+                if args.what == "seeds" and not split_seed(w)[1]:
+                    raise SystemExit(f"error: {w!r} is not a seed run; seed runs are named "
+                                     f"<run>_seed<N> with N > 0, e.g. table2_5_seed1")
+            # the seed study takes any <run>_seed<N>; the tables only their own runs
+            names = wanted if args.what == "seeds" else [n for n in names if n in wanted]
         for name in names:
             print(f"== {name} ({run_label(name)})", flush=True)
             status = run_one(name, args.preset, args.data, runs_dir, results,

@@ -176,6 +176,8 @@ def test_seed_runs_are_the_base_configuration_with_another_seed():
         ex.run_overrides("box_ba_seed1")
     with pytest.raises(ValueError, match="unknown run"):
         ex.run_overrides("sam_seed1")
+    with pytest.raises(SystemExit, match="not a seed run"):
+        ex.main(["seeds", "--only", "table2_3", "--preset", "smoke"])
 
 
 def test_seed_spread_by_hand(tmp_path):
@@ -188,10 +190,13 @@ def test_seed_spread_by_hand(tmp_path):
     write("blade", 0.60, 0.50)
     write("blade_seed1", 0.64, 0.56)
     write("blade_seed2", 0.62, 0.47)
-    write("table2_3", 0.70, 0.55)  # seed 0 only
+    write("table2_3", 0.70, 0.55)  # seed 0 only, listed in SEEDS
+    write("table2_8", 0.40, 0.30)  # not in SEEDS and no seed run: left out
     os.makedirs(tmp_path / "blade_seed3")  # unfinished: no levels.csv, left out
     tidy = ex.collect_seeds(str(tmp_path))
     assert sorted(set(tidy["run"])) == ["blade", "blade_seed1", "blade_seed2", "table2_3"]
+    write("table2_8_seed4", 0.44, 0.36)  # any run with a seed run joins the study
+    assert set(ex.collect_seeds(str(tmp_path))["run"]) >= {"table2_8", "table2_8_seed4"}
     s = ex.seed_spread(tidy)
     b = ex.run_label("blade")
     assert s.loc[(b, "mean"), "FG-0"] == pytest.approx(62.0)
