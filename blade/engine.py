@@ -15,6 +15,11 @@ What it guarantees:
   uninterrupted CPU runs already differ by ~1e-7 then).
 * **Honest failures.** A non-finite loss term stops the run with a message naming the term and
   the iteration; the last good checkpoint is left as it was.
+* **Collapse warning.** A BoxInst-style branch whose masks saturate (the sigmoid constant over
+  the image: pairwise term ~0 while the projection term stays above its starting value) gets
+  no gradient and never recovers; the loop warns once, naming the branch and the iteration
+  (``saturated_branches``). Seen here after a gradient-norm spike early in the warm-up (Table 2
+  row 4 of ``results/README.md``); ``grad_clip`` prevents it.
 * **Logs.** ``RUN_DIR/log.csv`` (one row per ``log_every`` iterations: iteration, lr, total,
   every raw loss term, seconds per iteration), a tqdm bar with the running losses,
   ``RUN_DIR/config.json``, checkpoints in ``RUN_DIR/checkpoints/`` (every
@@ -33,6 +38,7 @@ import math
 import os
 import random
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -99,6 +105,20 @@ class PlannedBatches(torch.utils.data.Dataset):
 
 
 # -- schedule, checkpoints ----------------------------------------------------------------------
+# A healthy BoxInst mask leaves the projection term below ~0.9 within a few dozen iterations
+# (it starts near 1.05 with p = 0.5); a saturated one keeps it at 1.2 (all ones) or 2 (all zeros)
+# while the pairwise term, -log(p_i p_j + (1-p_i)(1-p_j)) over similar-colour edges, is ~0
+# (below 1e-17 in the collapsed run, ~0.2-0.3 in healthy ones).
+SATURATED_PAIR, SATURATED_PROJ, SATURATED_STEPS = 1e-4, 0.9, 5
+
+
+def saturated_branches(values: dict) -> list:
+    """Branches (``"vis"``, ``"amo"``) whose raw loss terms of one step look saturated:
+    ``<b>_pair < SATURATED_PAIR`` and ``<b>_proj > SATURATED_PROJ``."""
+    return [b for b in ("vis", "amo") if f"{b}_pair" in values and f"{b}_proj" in values
+            and values[f"{b}_pair"] < SATURATED_PAIR and values[f"{b}_proj"] > SATURATED_PROJ]
+
+
 def lr_factor(iteration: int, cfg: Config) -> float:
     """Linear warm-up, then x0.1 at each of ``lr_steps`` (detectron2's WarmupMultiStepLR)."""
     warm = min(1.0, (iteration + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
@@ -272,7 +292,7 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
 
     bar = tqdm(total=cfg.iterations, initial=start, disable=not progress or rank != 0,
                desc="train", unit="it", dynamic_ncols=True)
-    running, t_last = {}, time.perf_counter()
+    running, streak, t_last = {}, {}, time.perf_counter()
     final = last
     try:
         for i, batch in enumerate(loader):
@@ -293,6 +313,18 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                     f"loss term '{bad[0]}' is {values[bad[0]]} at iteration {it} "
                     f"(also non-finite: {bad[1:]}); stopped. The last good checkpoint is "
                     f"{last if os.path.exists(last) else 'none (no checkpoint written yet)'}")
+            sat = saturated_branches(values)
+            for b in ("vis", "amo"):
+                streak[b] = streak.get(b, 0) + 1 if b in sat else 0
+                if streak[b] == SATURATED_STEPS:  # once per collapse
+                    name = {"vis": "visible", "amo": "amodal"}[b]
+                    warnings.warn(
+                        f"{out_dir}: the {name} branch's masks look saturated since iteration "
+                        f"{it + 1 - SATURATED_STEPS} ({b}_pair {values[f'{b}_pair']:.1e}, "
+                        f"{b}_proj {values[f'{b}_proj']:.2f} for {SATURATED_STEPS} steps): its "
+                        f"gradients vanish and it will not recover. Restart with gradient "
+                        f"clipping (grad_clip, e.g. --grad-clip 10) or another seed.",
+                        RuntimeWarning, stacklevel=2)
             loss = total_loss(terms, weights)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:

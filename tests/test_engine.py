@@ -15,8 +15,8 @@ import torch
 import blade.model
 from blade.boxes import mask_to_box
 from blade.config import preset
-from blade.engine import (NonFiniteLoss, hflip, load_checkpoint, load_model, lr_factor,
-                          sample_plan, train)
+from blade.engine import (SATURATED_STEPS, NonFiniteLoss, hflip, load_checkpoint, load_model,
+                          lr_factor, sample_plan, saturated_branches, train)
 from blade.train import main as train_main
 
 
@@ -96,6 +96,38 @@ def test_non_finite_loss_stops_with_a_message(synthetic_dir, tmp_path, monkeypat
                                             r"checkpoint is .*last.pt"):
         train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
     assert load_checkpoint(str(tmp_path / "checkpoints" / "last.pt"))["iteration"] == 2
+
+
+def test_saturated_branches_on_logged_values():
+    # rows of the cpu-preset logs: Table 2 row 4 at iteration 30 (visible masks all ones),
+    # row 3 at iteration 30 and the first logged step (p = 0.5): healthy
+    collapsed = {"vis_proj": 1.203, "vis_pair": 6.7e-28, "amo_proj": 0.353, "amo_pair": 0.373}
+    healthy = {"vis_proj": 0.375, "vis_pair": 0.284, "amo_proj": 0.320, "amo_pair": 0.359}
+    start = {"vis_proj": 1.048, "vis_pair": 0.686, "amo_proj": 0.988, "amo_pair": 0.682}
+    assert saturated_branches(collapsed) == ["vis"]
+    assert saturated_branches(healthy) == [] and saturated_branches(start) == []
+    all_zero = {"amo_proj": 2.0, "amo_pair": 0.0}  # the other saturation, no visible terms
+    assert saturated_branches(all_zero) == ["amo"]
+    assert saturated_branches({"vis_dice": 0.1}) == []  # non-BoxInst losses are not judged
+
+
+def test_saturated_masks_warn_once_naming_branch_and_iteration(synthetic_dir, tmp_path,
+                                                               monkeypatch):
+    real = blade.model.blade_criterion
+
+    def saturating(outputs, targets, cfg, iteration=0):
+        terms, weights = real(outputs, targets, cfg, iteration)
+        if iteration >= 2:  # what a collapsed visible branch logs
+            terms["vis_pair"] = terms["vis_pair"] * 0.0
+            terms["vis_proj"] = terms["vis_proj"] * 0.0 + 1.2
+        return terms, weights
+
+    monkeypatch.setattr(blade.model, "blade_criterion", saturating)
+    cfg = preset("smoke", iterations=2 + SATURATED_STEPS + 3)
+    with pytest.warns(RuntimeWarning, match="visible branch's masks look saturated since "
+                                            "iteration 2 .*grad-clip") as caught:
+        train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
+    assert sum("saturated" in str(w.message) for w in caught) == 1
 
 
 def test_checkpoints_are_safe_and_versioned(synthetic_dir, tmp_path):
