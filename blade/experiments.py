@@ -473,6 +473,13 @@ def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | Non
         path = os.path.join(results_dir, "seeds.csv")
         seeds.to_csv(path, index=False)
         written.append(path)
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        viz.plot_seeds(ax, seeds)
+        ax.set_title("Seed study: one point per training run")
+        out = os.path.join(figures_dir, "seeds.png")
+        viz.savefig(fig, out)
+        plt.close(fig)
+        written.append(out)
     if data is not None:
         out = write_qualitative(results_dir, figures_dir, data)
         if out:

@@ -220,6 +220,22 @@ def plot_levels(ax, tidy, hue: str = "method", value: str = "iou_amodal",
     return ax
 
 
+def plot_seeds(ax, tidy, value: str = "iou_amodal",
+               levels=("FG-0", "FG-1", "FG-2", "FG-3", "mean")):
+    """One point per seed and level, a colour per configuration (``base``), dodged side by
+    side, from ``blade.experiments.collect_seeds``: where two configurations' points overlap,
+    one run each cannot order them."""
+    import seaborn as sns
+
+    df = tidy[tidy["level"].isin(levels)].assign(**{value: lambda d: d[value] * 100})
+    sns.stripplot(data=df, x="level", y=value, hue="base", order=list(levels), dodge=True,
+                  size=7, jitter=False, ax=ax)
+    ax.set_xlabel("occlusion level")
+    ax.set_ylabel("amodal IoU (%)" if value.startswith("iou_amodal") else f"{value} (%)")
+    ax.legend(fontsize=8, loc="lower left")
+    return ax
+
+
 def plot_table_heatmap(ax, table, vmin=None, vmax=None, cmap="viridis"):
     """A rows x levels table of IoU (%) as an annotated heatmap (Table 2 grid)."""
     import seaborn as sns

@@ -178,6 +178,13 @@ def test_result_plots_return_their_ax(ds):
     table = tidy.pivot(index="method", columns="level", values="iou_amodal") * 100
     assert viz.plot_table_heatmap(axes[1], table) is axes[1]
     plt.close(fig)
+    seeds = tidy.rename(columns={"method": "base"}).assign(seed=0)
+    seeds = pd.concat([seeds, seeds.assign(seed=1, iou_amodal=seeds["iou_amodal"] + 0.01)])
+    fig, ax = plt.subplots()
+    assert viz.plot_seeds(ax, seeds) is ax
+    ys = sorted(y for c in ax.collections for _, y in c.get_offsets())
+    assert len(ys) == 20 and ys[-1] == pytest.approx(71.0)  # 2 configs x 5 levels x 2 seeds, in %
+    plt.close(fig)
     item = ds[0]
     fig, axes = plt.subplots(1, 3)
     pred = item["amodal_masks"][0].numpy()
