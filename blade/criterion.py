@@ -53,6 +53,7 @@ class LossConfig:
     alpha_region: float = 1.0  # a^r of Eq. 7; the paper gives no value: 1.0 is the kit's choice
     K: float = 1.0  # uniform loss severity (Eq. 14); the paper gives no value
     t: float = 0.5  # threshold on m_v defining V_pov (Eq. 10); paper-derived
+    ne_dilation: int = 2  # l_ne neighbour distance in stride-4 mask cells (paper: one-pixel gap = 2)
     color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
     pairwise_warmup: int = 10000  # BoxInst code default, iterations of linear pairwise warm-up
     use_visible: bool = True  # visible branch with BoxInst terms on B_v
@@ -72,6 +73,8 @@ class LossConfig:
             raise ValueError(f"vis_target must be one of {VIS_TARGETS}, got {self.vis_target!r}")
         if self.vis_loss not in VIS_LOSSES:
             raise ValueError(f"vis_loss must be one of {VIS_LOSSES}, got {self.vis_loss!r}")
+        if not (isinstance(self.ne_dilation, int) and self.ne_dilation >= 1):
+            raise ValueError(f"ne_dilation must be an integer >= 1, got {self.ne_dilation!r}")
 
 
 # Table 2 of the paper: rows 1-8 toggle (UN, NE, FS); rows a-d set (a1, a2, a3).
@@ -140,7 +143,8 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
             region = targets["region_masks"]
             if cfg.use_neighbor:
                 terms["amo_neighbor"] = neighbor_loss(m_a, m_v, region,
-                                                      targets["amodal_box_masks"], cfg.t)
+                                                      targets["amodal_box_masks"], cfg.t,
+                                                      cfg.ne_dilation)
                 weights["amo_neighbor"] = cfg.alpha_con
             if cfg.use_uniform:
                 terms["amo_uniform"] = uniform_loss(m_a, m_v, region, cfg.K)

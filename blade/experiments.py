@@ -75,6 +75,26 @@ LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3"]
 # order, augmentation; the data stay the same). A run name ``<run>_seed<N>`` is run ``<run>``
 # with seed N; the plain name is seed 0. Rows 1 and 3 first: their gap is the NE claim.
 SEEDS = ["blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2"]
+# The reproduction study (issue 12): the five core runs and seeds 1-2 of BLADE and row 3, the
+# configurations whose comparisons the paper's main claims rest on, run at each scale.
+STUDY = ["blade", "table2_3", "blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2",
+         "boxinst_ba", "boxinst_bv", "full", "box_ba", "box_bv"]
+# Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with both.
+# A run's folder holds the "detections" results at its top (the kit's first protocol, kept
+# where the committed results always were) and the "box" results, the headline, in ``box/``.
+PROMPTS = ("box", "detections")
+PROMPT_DIRS = {"detections": "", "box": "box"}
+
+
+def prompt_dir(res: str, prompt: str) -> str:
+    """The folder of a run's results under one protocol."""
+    if prompt not in PROMPT_DIRS:
+        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    return os.path.join(res, PROMPT_DIRS[prompt]) if PROMPT_DIRS[prompt] else res
+
+
+def finished(res: str, prompt: str) -> bool:
+    return os.path.exists(os.path.join(prompt_dir(res, prompt), "levels.csv"))
 
 
 def method(name: str) -> Method:
@@ -126,6 +146,8 @@ def table_runs(table: str) -> list:
         return list(dict.fromkeys(TABLE2_RUNS[r] for r in TABLE2_ORDER))
     if table == "seeds":
         return list(SEEDS)
+    if table == "study":
+        return list(STUDY)
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -150,7 +172,7 @@ def qualitative_picks(dataset, n: int = 6) -> list:
     return picks
 
 
-def qualitative_masks(model, dataset, picks, test_box: str) -> list:
+def qualitative_masks(model, dataset, picks, test_box: str, prompt: str = "box") -> list:
     """The model's amodal mask (thresholded, COCO RLE) for each pick."""
     from .data.masks import encode
     from .evaluate import predict_one
@@ -158,7 +180,7 @@ def qualitative_masks(model, dataset, picks, test_box: str) -> list:
     out = []
     for i, k in picks:
         item = dataset[i]
-        res = predict_one(model, item["image"], item[f"{test_box}_boxes"][k:k + 1])
+        res = predict_one(model, item["image"], item[f"{test_box}_boxes"][k:k + 1], prompt)
         out.append({"index": i, "instance": k, "image_id": item["image_id"],
                     "ann_id": item["ann_ids"][k], "amodal": encode((res["masks"][0] > 0.5).numpy())})
     return out
@@ -182,7 +204,13 @@ def machine() -> str:
 def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: str,
             progress: bool = True, max_steps: int | None = None, limit: int | None = None,
             coco: bool = True, command: str = "") -> str:
-    """Train (or resume) and evaluate one run. Returns 'skipped', 'partial' or 'done'."""
+    """Train (or resume) and evaluate one run under both protocols. Returns 'skipped',
+    'partial' or 'done'.
+
+    A run is finished when both protocols have results. One with results under one protocol
+    only (results written before the box prompt existed) is evaluated under the other from
+    its checkpoint; without the checkpoint it is trained again and *both* are rewritten, so
+    that every file of a run folder comes from one checkpoint (``meta.json`` says so)."""
     import torch
 
     from .config import preset
@@ -191,7 +219,8 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     from .evaluate import coco_ap, evaluate, test_box_kind
 
     res = os.path.join(results_dir, name)
-    if os.path.exists(os.path.join(res, "levels.csv")):
+    todo = [p for p in PROMPTS if not finished(res, p)]
+    if not todo:
         return "skipped"
     paths = _data_paths(data)
     if name in REFERENCES:
@@ -199,6 +228,8 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     cfg = preset(preset_name, **run_overrides(name))
     run_dir = os.path.join(runs_dir, name)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
+    if not os.path.exists(last):
+        todo = list(PROMPTS)  # trained (again): every protocol from this checkpoint
     timing_file = os.path.join(run_dir, "timing.json")
     timing = json.load(open(timing_file)) if os.path.exists(timing_file) else {"train_s": 0.0,
                                                                               "calls": 0}
@@ -213,22 +244,26 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
             json.dump(timing, f)
         if load_checkpoint(last)["iteration"] < cfg.iterations:
             return "partial"
-    t0 = time.perf_counter()
     model, ckpt = load_model(last)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
-    rows = evaluate(model, val, limit=limit, progress=progress)
-    metrics = {"run": name, "label": run_label(name), "preset": preset_name,
-               "test_box": test_box_kind(model), "objects": int(len(rows)),
-               "fallback_rate": float(1 - rows["matched"].mean())}
-    if coco:
-        metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True, progress=progress))
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
             "iterations": ckpt["iteration"], "overrides": run_overrides(name),
             "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
-    _write_results(res, rows, metrics, meta, qualitative_masks(
-        model, val, qualitative_picks(val), test_box_kind(model)), t0)
+    picks = qualitative_picks(val)
+    for prompt in todo:
+        t0 = time.perf_counter()
+        rows = evaluate(model, val, limit=limit, progress=progress, prompt=prompt)
+        metrics = {"run": name, "label": run_label(name), "preset": preset_name,
+                   "test_box": test_box_kind(model), "prompt": prompt,
+                   "objects": int(len(rows)), "fallback_rate": float(rows["fallback"].mean()),
+                   "wrong_instance_rate": float(rows["wrong_instance"].mean())}
+        if coco and prompt == "detections":  # COCO AP runs without boxes: one per checkpoint
+            metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True,
+                                   progress=progress))
+        _write_results(prompt_dir(res, prompt), rows, metrics, dict(meta, prompt=prompt),
+                       qualitative_masks(model, val, picks, test_box_kind(model), prompt), t0)
     return "done"
 
 
@@ -250,7 +285,8 @@ def _write_results(res, rows, metrics, meta, qualitative, t0) -> None:
 
 
 def _run_reference(name, paths, res, limit, progress, command) -> str:
-    """A no-training reference row: the filled given box scored with the same protocol."""
+    """A no-training reference row: the filled given box scored with the same protocol (the
+    prompt does not matter to a filled box: both protocol folders get the same rows)."""
     from .data import AmodalDataset
     from .evaluate import BoxFill, evaluate
 
@@ -259,14 +295,17 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
     model = BoxFill(kind)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
     rows = evaluate(model, val, limit=limit, progress=progress)
-    metrics = {"run": name, "label": run_label(name), "test_box": kind,
-               "objects": int(len(rows)), "fallback_rate": 0.0}
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(), "train_wall_s": 0.0, "train_calls": 0, "iterations": 0,
             "reference": f"filled {kind} box, no model",
             "val_images": len(val) if limit is None else limit}
-    _write_results(res, rows, metrics, meta,
-                   qualitative_masks(model, val, qualitative_picks(val), kind), t0)
+    qualitative = qualitative_masks(model, val, qualitative_picks(val), kind)
+    for prompt in PROMPTS:
+        metrics = {"run": name, "label": run_label(name), "test_box": kind, "prompt": prompt,
+                   "objects": int(len(rows)), "fallback_rate": 0.0,
+                   "wrong_instance_rate": float(rows["wrong_instance"].mean())}
+        _write_results(prompt_dir(res, prompt), rows.assign(prompt=prompt), metrics,
+                       dict(meta, prompt=prompt), qualitative, t0)
     return "done"
 
 
@@ -361,16 +400,21 @@ def format_claims(claims) -> str:
 
 
 # -- tables and figures --------------------------------------------------------------------------
-def collect(results_dir: str, table: str):
-    """Tidy results of a table's finished runs: one row per (run, level) with the IoU columns;
-    runs without results are left out (``missing`` lists them)."""
+def suffix(prompt: str) -> str:
+    """File-name suffix of a protocol's tables and figures ('' for detections, '_box')."""
+    return "" if prompt == "detections" else f"_{prompt}"
+
+
+def collect(results_dir: str, table: str, prompt: str = "detections"):
+    """Tidy results of a table's finished runs under one protocol: one row per (run, level)
+    with the IoU columns; runs without results are left out (``missing`` lists them)."""
     import pandas as pd
 
     frames, missing = [], []
     names = TABLE1 if table == "table1" else list(TABLE2_RUNS)
     for key in names:
         run = key if table == "table1" else TABLE2_RUNS[key]
-        path = os.path.join(results_dir, run, "levels.csv")
+        path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
         if not os.path.exists(path):
             missing.append(key)
             continue
@@ -383,7 +427,7 @@ def collect(results_dir: str, table: str):
     return tidy, missing
 
 
-def collect_seeds(results_dir: str):
+def collect_seeds(results_dir: str, prompt: str = "detections"):
     """Tidy results of the seed study: for every run with a finished ``<run>_seed<N>`` in
     ``results_dir``, its seed-0 run and every finished seed, one row per (run, level); columns
     ``base``, ``seed`` added."""
@@ -391,13 +435,13 @@ def collect_seeds(results_dir: str):
 
     found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
     seeded = [n for n in found if split_seed(n)[1] > 0
-              and os.path.exists(os.path.join(results_dir, n, "levels.csv"))]
+              and finished(os.path.join(results_dir, n), prompt)]
     frames = []
     for base in dict.fromkeys(split_seed(n)[0] for n in SEEDS + seeded):
         runs = [base] + sorted((n for n in seeded if split_seed(n)[0] == base),
                                key=lambda n: split_seed(n)[1])
         for run in runs:
-            path = os.path.join(results_dir, run, "levels.csv")
+            path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
             if os.path.exists(path):
                 df = pd.read_csv(path)
                 df.insert(0, "seed", split_seed(run)[1])
@@ -435,55 +479,68 @@ def wide(tidy, key: str, value: str = "iou_amodal"):
 
 def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | None = None,
                              preset_name: str = "") -> list:
-    """results_dir/table{1,2}.csv (tidy) and the figures; returns the paths written."""
+    """results_dir/table{1,2}[_box].csv and seeds[_box].csv (tidy, one set per protocol: no
+    suffix for detections, ``_box`` for the box prompt) and their figures; returns the paths
+    written."""
     import matplotlib
 
     matplotlib.use("Agg")
+
+    written = []
+    os.makedirs(figures_dir, exist_ok=True)
+    for prompt in PROMPTS:
+        written += _tables_and_figures(results_dir, figures_dir, preset_name, prompt)
+    if data is not None:
+        out = write_qualitative(results_dir, figures_dir, data)
+        if out:
+            written.append(out)
+    return written
+
+
+def _tables_and_figures(results_dir: str, figures_dir: str, preset_name: str,
+                        prompt: str) -> list:
+    """table{1,2}[_box].csv, seeds[_box].csv and their figures for one protocol."""
     import matplotlib.pyplot as plt
 
     from . import viz
 
-    written = []
-    os.makedirs(figures_dir, exist_ok=True)
+    written, tag = [], suffix(prompt)
+    where = f"{preset_name} preset, " if preset_name else ""
     for table, key in (("table1", "method"), ("table2", "row")):
-        tidy, missing = collect(results_dir, table)
+        tidy, missing = collect(results_dir, table, prompt)
         if tidy.empty:
             continue
-        path = os.path.join(results_dir, f"{table}.csv")
+        path = os.path.join(results_dir, f"{table}{tag}.csv")
         tidy.to_csv(path, index=False)
         written.append(path)
         if table == "table1":
             fig, ax = plt.subplots(figsize=(9, 4))
             viz.plot_levels(ax, tidy, hue="method")
-            ax.set_title("Amodal IoU per occlusion level (synthetic benchmark"
-                         + (f", {preset_name} preset)" if preset_name else ")"))
+            ax.set_title(f"Amodal IoU per occlusion level (synthetic benchmark, {where}"
+                         f"{prompt} prompt)")
         else:
             fig, ax = plt.subplots(figsize=(6, 5))
             viz.plot_table_heatmap(ax, wide(tidy, "row"))
-            ax.set_title("Table 2 ablations: amodal IoU (%)")
+            ax.set_title(f"Table 2 ablations: amodal IoU (%), {prompt} prompt")
         if missing:
             ax.text(0.0, -0.18, "not run yet: " + ", ".join(missing), transform=ax.transAxes,
                     fontsize=8, color="gray")
-        out = os.path.join(figures_dir, f"{table}.png")
+        out = os.path.join(figures_dir, f"{table}{tag}.png")
         viz.savefig(fig, out)
         plt.close(fig)
         written.append(out)
-    seeds = collect_seeds(results_dir)
+    seeds = collect_seeds(results_dir, prompt)
     if not seeds.empty:
-        path = os.path.join(results_dir, "seeds.csv")
+        path = os.path.join(results_dir, f"seeds{tag}.csv")
         seeds.to_csv(path, index=False)
         written.append(path)
         fig, ax = plt.subplots(figsize=(8, 3.5))
         viz.plot_seeds(ax, seeds)
-        ax.set_title("Seed study: one point per training run")
-        out = os.path.join(figures_dir, "seeds.png")
+        ax.set_title(f"Seed study: one point per training run ({prompt} prompt)")
+        out = os.path.join(figures_dir, f"seeds{tag}.png")
         viz.savefig(fig, out)
         plt.close(fig)
         written.append(out)
-    if data is not None:
-        out = write_qualitative(results_dir, figures_dir, data)
-        if out:
-            written.append(out)
     return written
 
 
@@ -534,8 +591,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m blade.experiments", description=(
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
-    p.add_argument("what", choices=("table1", "table2", "all", "seeds", "figures"),
-                   help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread)")
+    p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "figures"),
+                   help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread); "
+                        "'study': the reproduction study's runs (five core runs, seeds 1-2 of "
+                        "BLADE and row 3, the filled-box references)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--data", default="data/synthetic", help="folder from blade.data.synthetic")
     p.add_argument("--runs", default="runs/experiments", help="training runs (checkpoints)")
@@ -546,6 +605,8 @@ def main(argv=None):
                    help="train at most N iterations per run in this call (continue later)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only N val images")
     p.add_argument("--no-coco", action="store_true")
+    p.add_argument("--prompt", default="box", choices=PROMPTS,
+                   help="protocol of the printed tables (both are always evaluated and written)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     results = args.results or os.path.join("results", args.preset)
@@ -564,7 +625,8 @@ def main(argv=None):
                     raise SystemExit(f"error: {w!r} is not a seed run; seed runs are named "
                                      f"<run>_seed<N> with N > 0, e.g. table2_5_seed1")
             # the seed study takes any <run>_seed<N>; the tables only their own runs
-            names = wanted if args.what == "seeds" else [n for n in names if n in wanted]
+            names = (wanted if args.what in ("seeds", "study")
+                     else [n for n in names if n in wanted])
         for name in names:
             print(f"== {name} ({run_label(name)})", flush=True)
             status = run_one(name, args.preset, args.data, runs_dir, results,
@@ -578,18 +640,19 @@ def main(argv=None):
             args.data) else None, preset_name=args.preset):
         print("wrote", path)
     for table, key in (("table1", "method"), ("table2", "row")):
-        tidy, missing = collect(results, table)
+        tidy, missing = collect(results, table, args.prompt)
         if not tidy.empty:
-            print(f"\n{table} (amodal IoU %, class-agnostic, mean = mean of levels)")
+            print(f"\n{table} (amodal IoU %, class-agnostic, mean = mean of levels, "
+                  f"{args.prompt} prompt)")
             print(wide(tidy, key).to_string())
             if missing:
                 print("not run yet:", ", ".join(missing))
             checks = (claims_table1(wide(tidy, "run")) if table == "table1"
                       else claims_table2(wide(tidy, "row")))
             print("claims:\n" + format_claims(checks))
-    seeds = collect_seeds(results)
+    seeds = collect_seeds(results, args.prompt)
     if not seeds.empty:
-        print("\nseed study (amodal IoU %, class-agnostic)")
+        print(f"\nseed study (amodal IoU %, class-agnostic, {args.prompt} prompt)")
         print(seed_spread(seeds).to_string())
 
 

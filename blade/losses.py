@@ -163,8 +163,11 @@ def mask_dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tens
 
 
 def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_masks: torch.Tensor,
-                   t: float = 0.5):
+                   t: float = 0.5, dilation: int = 2):
     """The graph of Eq. 10-11. Returns ``(edges [N,8,H,W] bool, c [N,8,H,W] float, v_pov)``.
+
+    ``dilation``: distance to the 8 neighbours in mask cells (2: the paper's "one-pixel gap";
+    the band the loss reaches beyond V_pov is this wide, in stride-4 cells).
 
     ``v_pov`` [N,1,H,W] bool: pixels inside R whose visible probability exceeds t (Eq. 10).
     ``edges[n, k, y, x]``: the edge from (y, x) to its k-th neighbour exists (inside the image)
@@ -172,27 +175,29 @@ def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_mas
     """
     h, w = m_v.shape[-2:]
     v_pov = (region_masks > 0.5) & (m_v > t)  # [N,1,H,W]
-    valid = neighbour_valid(h, w, device=m_v.device, dtype=m_v.dtype) > 0.5  # [1,8,H,W]
-    v_nb = unfold_neighbours(v_pov.to(m_v.dtype))[:, 0] > 0.5  # [N,8,H,W]
+    valid = neighbour_valid(h, w, dilation, device=m_v.device, dtype=m_v.dtype) > 0.5  # [1,8,H,W]
+    v_nb = unfold_neighbours(v_pov.to(m_v.dtype), dilation)[:, 0] > 0.5  # [N,8,H,W]
     edges = (v_pov | v_nb) & valid
     b = amodal_box_masks > 0.5
-    b_nb = unfold_neighbours(b.to(m_v.dtype))[:, 0] > 0.5
+    b_nb = unfold_neighbours(b.to(m_v.dtype), dilation)[:, 0] > 0.5
     c = (b == b_nb).to(m_v.dtype)  # same side of the amodal box
     return edges, c, v_pov
 
 
 def neighbor_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
-                  amodal_box_masks: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+                  amodal_box_masks: torch.Tensor, t: float = 0.5,
+                  dilation: int = 2) -> torch.Tensor:
     """BLADE neighbour loss l_ne (Eq. 10-13): BCE between the predicted consistency of m_a
     across each edge of E_pov and c_e, averaged over the edges; 0 when there are none.
 
-    m_a, m_v: probabilities [N,1,H,W]; the V_pov selection (m_v > t) carries no gradient.
+    m_a, m_v: probabilities [N,1,H,W]; the V_pov selection (m_v > t) carries no gradient;
+    ``dilation`` as in :func:`neighbor_edges`.
     """
-    edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t)
+    edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t, dilation)
     n_edges = edges.sum()
     if n_edges == 0:
         return _zero(m_a)
-    a, a_nb = gather_edges(m_a, edges)  # m_a at both ends of each edge of E_pov
+    a, a_nb = gather_edges(m_a, edges, dilation)  # m_a at both ends of each edge of E_pov
     c = c[edges]
     same = a * a_nb + (1 - a) * (1 - a_nb)  # c~_e (Eq. 12)
     diff = a * (1 - a_nb) + (1 - a) * a_nb  # 1 - c~_e, computed directly for accuracy

@@ -41,6 +41,7 @@ from .criterion import blade_criterion
 from .overlap import region_bitmasks
 from .pairwise import color_similarity, unfold_neighbours
 
+PROMPTS = ("box", "detections")  # how a given box picks its controller location (predict)
 MASK_STRIDE = 4  # mask losses and outputs (AdelaiDet MASK_OUT_STRIDE)
 FEAT_STRIDE = 8  # mask-branch features (P3)
 
@@ -73,6 +74,33 @@ def stride_sample_masks(masks: torch.Tensor, size, padded, stride: int) -> torch
     x = F.interpolate(masks[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
     x = F.pad((x > 0.5).float(), (0, padded[1] - w, 0, padded[0] - h))
     return x[..., stride // 2::stride, stride // 2::stride]
+
+
+def fcos_candidates(anchors: torch.Tensor, boxes: torch.Tensor, num_per_level,
+                    radius: float = 1.5) -> torch.Tensor:
+    """[k, A] bool: the locations FCOS training would make positive for each box *alone*.
+
+    anchors: [A,4] one image's anchors (P3..P7 concatenated, one per location); boxes: [k,4]
+    xyxy in the same (resized) pixels; ``num_per_level``: locations per level. The rule is
+    torchvision's ``FCOS.compute_loss`` (method-notes 4.1): the location's centre lies inside
+    the box and within ``radius`` strides of the box centre (centre sampling), and the largest
+    of its four distances to the box sides is in the level's size range (4 s, 8 s), open at
+    both ends, 0 below P3 and infinity above P7. Each box is taken alone: the training rule's
+    "smallest box wins" between overlapping boxes is not applied, so the answer to one box does
+    not depend on which other boxes are asked about.
+    """
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [A,2]
+    size = anchors[:, 2] - anchors[:, 0]  # [A] = the level's stride
+    mid = (boxes[:, :2] + boxes[:, 2:]) / 2  # [k,2]
+    near = (centres[None] - mid[:, None]).abs().amax(2) < radius * size[None]  # [k,A]
+    x, y = centres[:, 0][None], centres[:, 1][None]  # [1,A]
+    x0, y0, x1, y1 = (boxes[:, i, None] for i in range(4))  # [k,1] each
+    dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=2)  # [k,A,4]
+    lower, upper = size * 4, size * 8
+    lower[:num_per_level[0]] = 0
+    upper[-num_per_level[-1]:] = float("inf")
+    reach = dist.amax(2)
+    return near & (dist.amin(2) > 0) & (reach > lower[None]) & (reach < upper[None])
 
 
 class ControllerRegressionHead(FCOSRegressionHead):
@@ -374,33 +402,55 @@ class BladeModel(FCOS):
         return out
 
     @torch.no_grad()
-    def predict(self, images, boxes=None, min_iou: float = 0.3):
-        """Detections with visible, amodal, region and fused masks at image resolution.
+    def predict(self, images, boxes=None, prompt: str = "box", min_iou: float = 0.3):
+        """Detections, or answers to given boxes, with visible, amodal, region and fused masks
+        at image resolution.
 
         images: list of [3,H,W] in [0,1]. Returns one dict per image: ``boxes`` [n,4] (input
         image pixels), ``scores``, ``labels``, ``visible``/``amodal``/``region``/``masks``
         (fused, Eq. 2) probabilities [n,H,W]; without a region branch ``masks`` is m_a and
-        ``region`` is zeros, without an amodal branch (BoxInst) ``amodal`` is m_v. With ``boxes`` (one [k,4] xyxy tensor per image:
-        the paper's B_test, visible boxes), row j answers given box j: the detection with the
-        highest box IoU with it (class-agnostic) if that IoU >= ``min_iou``; otherwise the
-        location whose centre lies in the box with the best cls x ctr score (or, if none lies
-        inside, the nearest location) supplies the masks, and ``matched`` is False for that
-        row. ``matched_iou`` gives the IoU of the detection used (0 for the fallback).
+        ``region`` is zeros, without an amodal branch (BoxInst) ``amodal`` is m_v.
+
+        With ``boxes`` (one [k,4] xyxy tensor per image: the paper's B_test), row j answers
+        given box j, and ``prompt`` says how the box picks the controller location whose
+        parameters make its masks:
+
+        * ``"box"`` (default; the kit's evaluation headline): the box is an input, as in the
+          paper. Among the locations that training would make positive for this box
+          (:func:`fcos_candidates`: same level-by-size rule, same centre sampling), the one
+          with the best cls x ctr score. No detection is involved, so the answer does not
+          depend on ``score_thresh`` or NMS. ``matched`` is True when the rule found a
+          location; for a box too small for any (rare) the fallback below is used.
+        * ``"detections"``: the detection with the highest box IoU with the box
+          (class-agnostic) if that IoU >= ``min_iou``, as Bayesian-Amodal feeds its RPN's best
+          box. ``matched`` is True for those rows; ``matched_iou`` is their IoU.
+
+        Fallback (either prompt): the location whose centre lies in the box with the best
+        cls x ctr score (or, if none lies inside, the nearest location); ``matched`` False.
         """
+        if prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
         was_training = self.training
         self.eval()
         try:
             images_t, _ = self.transform(images)
             feats, head_outputs, anchors, levels = self._features(images_t)
-            dets = self._detect(head_outputs, anchors, images_t.image_sizes, levels)
+            if boxes is None or prompt == "detections":
+                dets = self._detect(head_outputs, anchors, images_t.image_sizes, levels)
             mask_feats = self.mask_branch(feats[:3])
+            n_per_level = torch.bincount(levels).tolist()
             results = []
-            for b, (img, det) in enumerate(zip(images, dets)):
+            for b, img in enumerate(images):
                 (h, w), (H0, W0) = images_t.image_sizes[b], img.shape[-2:]
                 scale = torch.tensor([w / W0, h / H0] * 2, device=img.device)
-                if boxes is not None:
-                    det = self._match_given(det, boxes[b].to(img.device) * scale, head_outputs,
-                                            anchors, b, min_iou)
+                if boxes is None:
+                    det = dets[b]
+                elif prompt == "box":
+                    det = self._prompt_boxes(boxes[b].to(img.device) * scale, head_outputs,
+                                             anchors, b, n_per_level)
+                else:
+                    det = self._match_given(dets[b], boxes[b].to(img.device) * scale,
+                                            head_outputs, anchors, b, min_iou)
                 a = anchors[b][det["anchor_idx"]]
                 n = len(a)
                 img_idx = torch.full((n,), b, dtype=torch.long, device=img.device)
@@ -432,44 +482,64 @@ class BladeModel(FCOS):
         finally:
             self.train(was_training)
 
+    def _quality(self, head_outputs, b):
+        """[A] cls x ctr of image b's locations (best class): how sure the head is there."""
+        return (head_outputs["cls_logits"][b].sigmoid().amax(1)
+                * head_outputs["bbox_ctrness"][b, :, 0].sigmoid())
+
+    def _fallback_location(self, box, centres, quality):
+        """The location for a box no rule answered: the best cls x ctr among the locations
+        whose centre lies inside the box, else the nearest location to its centre."""
+        x1, y1, x2, y2 = box
+        inside = ((centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1)
+                  & (centres[:, 1] < y2))
+        if inside.any():
+            cand = torch.nonzero(inside).flatten()
+            return cand[quality[cand].argmax()]
+        mid = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2])
+        return (centres - mid).norm(dim=1).argmin()
+
+    def _location_rows(self, given, locs, matched, head_outputs, quality, b):
+        """Rows of answers where given box j is answered by location ``locs[j]``."""
+        dev = given.device
+        locs = torch.stack(locs) if locs else torch.zeros(0, dtype=torch.long, device=dev)
+        return {"boxes": given.clone(), "scores": quality[locs].sqrt(),
+                "labels": head_outputs["cls_logits"][b, locs].argmax(1),
+                "anchor_idx": locs, "matched": torch.tensor(matched, dtype=torch.bool, device=dev),
+                "matched_iou": given.new_zeros(len(given))}
+
+    def _prompt_boxes(self, given, head_outputs, anchors, b, n_per_level):
+        """One location per given box by the training assignment rule (``prompt="box"``)."""
+        centres = (anchors[b][:, :2] + anchors[b][:, 2:]) / 2
+        quality = self._quality(head_outputs, b)
+        cand = fcos_candidates(anchors[b], given, n_per_level)  # [k,A]
+        scored = torch.where(cand, quality[None], torch.full_like(quality[None], -1.0))
+        best = scored.argmax(1)
+        locs, matched = [], []
+        for j in range(len(given)):
+            ok = bool(cand[j, best[j]])
+            locs.append(best[j] if ok else self._fallback_location(given[j], centres, quality))
+            matched.append(ok)
+        return self._location_rows(given, locs, matched, head_outputs, quality, b)
+
     def _match_given(self, det, given, head_outputs, anchors, b, min_iou):
-        """One detection per given box (see ``predict``)."""
+        """One detection per given box (``prompt="detections"``, see ``predict``)."""
         k = len(given)
-        rows = {"boxes": [], "scores": [], "labels": [], "anchor_idx": [], "matched": [],
-                "matched_iou": []}
         ious = box_iou(given, det["boxes"]) if len(det["boxes"]) else given.new_zeros(k, 0)
         centres = (anchors[b][:, :2] + anchors[b][:, 2:]) / 2
-        quality = (head_outputs["cls_logits"][b].sigmoid().amax(1)
-                   * head_outputs["bbox_ctrness"][b, :, 0].sigmoid())
+        quality = self._quality(head_outputs, b)
+        locs, matched = [], []
         for j in range(k):
             best = int(ious[j].argmax()) if ious.shape[1] else -1
-            if best >= 0 and ious[j, best] >= min_iou:
-                for key in ("boxes", "scores", "labels", "anchor_idx"):
-                    rows[key].append(det[key][best])
-                rows["matched"].append(True)
-                rows["matched_iou"].append(ious[j, best])
-                continue
-            x1, y1, x2, y2 = given[j]
-            inside = ((centres[:, 0] >= x1) & (centres[:, 0] < x2) & (centres[:, 1] >= y1)
-                      & (centres[:, 1] < y2))
-            if inside.any():
-                cand = torch.nonzero(inside).flatten()
-                a = cand[quality[cand].argmax()]
-            else:
-                mid = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2])
-                a = (centres - mid).norm(dim=1).argmin()
-            rows["boxes"].append(given[j])
-            rows["scores"].append(quality[a].sqrt())
-            rows["labels"].append(head_outputs["cls_logits"][b, a].argmax())
-            rows["anchor_idx"].append(a)
-            rows["matched"].append(False)
-            rows["matched_iou"].append(given.new_zeros(()))
-        dev = given.device
-        return {
-            "boxes": torch.stack(rows["boxes"]) if k else given.new_zeros(0, 4),
-            "scores": torch.stack(rows["scores"]) if k else given.new_zeros(0),
-            "labels": torch.stack(rows["labels"]) if k else torch.zeros(0, dtype=torch.long, device=dev),
-            "anchor_idx": torch.stack(rows["anchor_idx"]) if k else torch.zeros(0, dtype=torch.long, device=dev),
-            "matched": torch.tensor(rows["matched"], dtype=torch.bool, device=dev),
-            "matched_iou": torch.stack(rows["matched_iou"]) if k else given.new_zeros(0),
-        }
+            ok = best >= 0 and bool(ious[j, best] >= min_iou)
+            locs.append(det["anchor_idx"][best] if ok
+                        else self._fallback_location(given[j], centres, quality))
+            matched.append(ok)
+        rows = self._location_rows(given, locs, matched, head_outputs, quality, b)
+        for j in range(k):  # a matched row keeps its detection's box, score, label and IoU
+            if matched[j]:
+                best = int(ious[j].argmax())
+                for key in ("boxes", "scores", "labels"):
+                    rows[key][j] = det[key][best]
+                rows["matched_iou"][j] = ious[j, best]
+        return rows

@@ -5,8 +5,9 @@
 
 Without ``--box`` every detection above the model's score threshold is drawn. With ``--box``
 (the paper's B_test: boxes around the *visible* part of each object, pixel coordinates
-x1 y1 x2 y2) each box gets the masks of the detection that matches it best (see
-``BladeModel.predict``). The overlay shows the visible mask (filled) and the final amodal mask
+x1 y1 x2 y2) each box is an input: its masks come from the location that training would
+make positive for that box (``--prompt box``, the default), or from the detection that
+matches it best (``--prompt detections``; see ``BladeModel.predict``). The overlay shows the visible mask (filled) and the final amodal mask
 m (Eq. 2, outlined); ``--json`` also writes every mask as COCO RLE.
 """
 
@@ -30,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="visible box of an object (repeat for several)")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--json", help="also write the masks as COCO RLE to this JSON file")
+    p.add_argument("--prompt", default="box", choices=("box", "detections"),
+                   help="how a --box picks its masks (see BladeModel.predict; default box)")
     p.add_argument("--threshold", type=float, default=0.5, help="mask threshold (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     return p
@@ -77,7 +80,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).to(device)
     boxes = [torch.tensor(args.box, dtype=torch.float32)] if args.box else None
-    res = model.predict([image], boxes=boxes)[0]
+    res = model.predict([image], boxes=boxes, prompt=args.prompt)[0]
     classes = ckpt["classes"]
 
     fig, ax = plt.subplots(figsize=(8, 8 * height / width))
@@ -98,7 +101,8 @@ def main(argv=None):
                    "visible_mask": rle(res["visible"][k]), "amodal_mask": rle(res["masks"][k])}
             if "matched" in res:
                 rec["given_box"] = args.box[k]
-                rec["matched_detection"] = bool(res["matched"][k])
+                rec["prompt"] = args.prompt
+                rec["matched"] = bool(res["matched"][k])  # False: answered by the fallback
             records.append(rec)
         with open(args.json, "w") as f:
             json.dump({"image": args.image, "width": width, "height": height,

@@ -8,7 +8,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from blade.data import AmodalDataset
-from blade.evaluate import coco_ap, evaluate_item, main, mask_iou, summarize
+from blade.evaluate import coco_ap, evaluate_item, main, mask_iou, summarize, wrong_instance
 
 
 def test_mask_iou_agrees_with_pycocotools():
@@ -30,7 +30,7 @@ class Oracle:
     def __init__(self, item, wrong_class=False):
         self.item, self.wrong = item, wrong_class
 
-    def predict(self, images, boxes=None):
+    def predict(self, images, boxes=None, prompt="box"):
         if boxes is None:
             n = len(self.item["labels"])
             return [{"masks": self.item["amodal_masks"].float(),
@@ -51,10 +51,26 @@ def test_oracle_scores_one_and_class_penalty(synthetic_dir):
     for i in range(len(ds)):
         rows += evaluate_item(Oracle(ds[i]), ds[i])
     assert rows and all(r["iou_amodal"] == 1.0 and r["iou_visible"] == 1.0 for r in rows)
+    assert all(r["wrong_instance"] == 0.0 and r["fallback"] == 0.0 for r in rows)
     for r in rows:  # the occluded part is undefined exactly when nothing is occluded
         assert np.isnan(r["iou_occluded"]) == (r["level"] == 0)
     wrong = evaluate_item(Oracle(ds[0], wrong_class=True), ds[0])
     assert all(r["iou_amodal_cls"] == 0.0 and r["iou_amodal"] == 1.0 for r in wrong)
+
+
+def test_wrong_instance_by_hand():
+    """Prediction 0 covers most of instance 1 (IoU 4/6 with it, 2/4 with its own instance 0):
+    wrong. Prediction 1 is exactly instance 1: right. A lone instance is never wrong."""
+    gt = torch.zeros(3, 1, 8, dtype=torch.bool)
+    gt[0, 0, 0:2] = True  # instance 0: pixels 0-1
+    gt[1, 0, 2:6] = True  # instance 1: pixels 2-5
+    gt[2, 0, 7] = True  # instance 2 (not evaluated): pixel 7
+    pred = torch.zeros(2, 1, 8, dtype=torch.bool)
+    pred[0, 0, 1:6] = True  # own (0): inter 1, union 6; instance 1: inter 4, union 5
+    pred[1, 0, 2:6] = True
+    assert wrong_instance(pred, gt, torch.tensor([0, 1])).tolist() == [True, False]
+    assert wrong_instance(pred[:1], gt[:1], torch.tensor([0])).tolist() == [False]
+    assert wrong_instance(pred[:0], gt, torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
 def test_summary_is_the_mean_of_level_means():
@@ -89,7 +105,7 @@ class OracleModel:
         self.cfg = type("Cfg", (), {"detect_box": detect_box, "num_classes": len(ds.classes)})
         self.seen_boxes = []
 
-    def predict(self, images, boxes=None):
+    def predict(self, images, boxes=None, prompt="box"):
         item = next(it for it in self.items if it["image"] is images[0] or
                     torch.equal(it["image"], images[0]))
         if boxes is not None:
@@ -164,10 +180,21 @@ def test_cli_writes_tidy_tables(synthetic_dir, smoke_checkpoint, tmp_path, capsy
     levels = pd.read_csv(out / "levels.csv", index_col=0)
     cells = pd.read_csv(out / "cells.csv", index_col=0)
     assert len(objects) == levels.loc["mean", "objects"] == cells.loc["mean", "objects"]
-    assert {"iou_amodal", "iou_amodal_cls", "level", "bg_level", "matched"} <= set(objects)
+    assert {"iou_amodal", "iou_amodal_cls", "level", "bg_level", "matched", "fallback",
+            "wrong_instance", "prompt"} <= set(objects)
+    assert {"fallback", "wrong_instance"} <= set(levels)
     metrics = json.load(open(out / "metrics.json"))
     assert metrics["test_box"] == "visible" and 0 <= metrics["amodal_AP"] <= 1
     assert metrics["mean_iou_amodal"] == pytest.approx(levels.loc["mean", "iou_amodal"])
+    assert metrics["prompt"] == "box" and set(objects["prompt"]) == {"box"}
+    det = tmp_path / "eval_det"
+    main(["--checkpoint", smoke_checkpoint, "--ann", os.path.join(synthetic_dir, "val.json"),
+          "--images", os.path.join(synthetic_dir, "val"), "--out", str(det), "--limit", "3",
+          "--no-progress", "--no-coco", "--prompt", "detections"])
+    det_objects = pd.read_csv(det / "objects.csv")
+    assert set(det_objects["prompt"]) == {"detections"}
+    # two iterations of training detect nothing: every box falls back under 'detections'
+    assert det_objects["fallback"].mean() == 1.0 > objects["fallback"].mean()
 
 
 def test_cli_refuses_class_aware_scoring_on_foreign_classes(fixtures_dir, smoke_checkpoint,

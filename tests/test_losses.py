@@ -122,6 +122,28 @@ def test_neighbor_hand_case():
     assert int(edges.sum()) == 4  # 2 undirected edges, each seen from both ends
 
 
+def test_neighbor_band_width_is_the_dilation():
+    """The same row as the hand case with neighbours one cell away (ne_dilation = 1): V_pov =
+    {2} now pairs with 1 (inside B_a, c = 1) and 3 (outside, c = 0)."""
+    a = [0.7, 0.1, 0.6, 0.3, 0.2]
+    m_a = torch.tensor([[[a]]], dtype=D)
+    m_v = torch.tensor([[[[0.1, 0.9, 0.8, 0.9, 0.1]]]], dtype=D)
+    region = torch.tensor([[[[0.0, 0.0, 1.0, 0.0, 0.0]]]], dtype=D)
+    box = torch.tensor([[[[1.0, 1.0, 1.0, 0.0, 0.0]]]], dtype=D)
+    same12 = a[1] * a[2] + (1 - a[1]) * (1 - a[2])
+    diff23 = a[2] * (1 - a[3]) + (1 - a[2]) * a[3]
+    expected = (-math.log(same12) - math.log(diff23)) / 2
+    got = neighbor_loss(m_a, m_v, region, box, dilation=1).item()
+    assert got == pytest.approx(expected, abs=1e-12)
+    edges, _, _ = neighbor_edges(m_v, region, box, dilation=1)
+    assert int(edges.sum()) == 4
+    # dilation 3 on a 1x5 row: only pixel 2's neighbours at distance 3 exist, and none does
+    assert neighbor_loss(m_a, m_v, region, box, dilation=3).item() == 0.0
+    with pytest.raises(ValueError, match="ne_dilation"):
+        from blade.criterion import LossConfig
+        LossConfig(ne_dilation=0)
+
+
 def test_neighbor_edges_come_only_from_v_pov():
     torch.manual_seed(0)
     m_a = torch.rand(2, 1, 10, 10, dtype=D, requires_grad=True)

@@ -11,7 +11,8 @@ from blade.backbones import (EfficientNetLite0, WeightsUnavailable, build_backbo
                              load_lite0_imagenet, lite0_weights_path)
 from blade.config import preset
 from blade.data import AmodalDataset
-from blade.model import BladeModel, aligned_upsample, head_param_count, run_dynamic_head
+from blade.model import (BladeModel, aligned_upsample, fcos_candidates, head_param_count,
+                         run_dynamic_head)
 
 
 def test_param_counts_match_condinst_and_boxinst():
@@ -137,11 +138,18 @@ def test_predict_shapes_and_given_boxes(items):
     for key in ("visible", "amodal", "region", "masks"):
         assert out[key].shape == (len(out["boxes"]),) + tuple(img.shape[-2:])
     given = items[0]["visible_boxes"]
-    out = model.predict([img], boxes=[given])[0]
+    out = model.predict([img], boxes=[given], prompt="detections")[0]
     assert len(out["masks"]) == len(given) and out["masks"].shape[-2:] == img.shape[-2:]
     assert out["matched"].dtype == torch.bool and len(out["matched_iou"]) == len(given)
     # an untrained detector finds nothing: every box falls back to a location inside it
     assert not out["matched"].any() and torch.equal(out["boxes"], given)
+    # the box prompt needs no detection: the training rule gives a location to boxes 0 and 2;
+    # box 1 is a 2.5-pixel sliver at 128 px (y 81-83.5) between two rows of P3 locations
+    # (y = 80, 88): training never makes it positive either, so it takes the fallback
+    out = model.predict([img], boxes=[given])[0]
+    assert out["matched"].tolist() == [True, False, True] and torch.equal(out["boxes"], given)
+    with pytest.raises(ValueError, match="prompt"):
+        model.predict([img], boxes=[given], prompt="nearest")
     m = out["masks"]
     assert (m >= 0).all() and (m <= 1).all()
     fused = out["amodal"] * out["region"] + out["visible"] * (1 - out["region"])
@@ -167,3 +175,48 @@ def test_boxinst_configuration_runs_only_the_visible_head(items):
     assert set(terms) == {"vis_proj", "vis_pair", "det_cls", "det_box", "det_ctr"}
     out = model.predict([items[0]["image"]], boxes=[items[0]["visible_boxes"]])[0]
     assert torch.equal(out["masks"], out["visible"]) and (out["region"] == 0).all()
+
+
+def test_box_prompt_candidates_are_the_training_positives(items):
+    """fcos_candidates(box) = the locations torchvision's FCOS matching makes positive for
+    that box when it is the only ground truth (level by size, centre sampling, inside)."""
+    model = BladeModel(preset("smoke")).train()
+    images_t, targets_t = model.transform([items[0]["image"]],
+                                          [{"boxes": items[0]["visible_boxes"],
+                                            "labels": items[0]["labels"]}])
+    feats = list(model.backbone(images_t.tensors).values())
+    head_outputs = model.head(feats)
+    anchors = model.anchor_generator(images_t, feats)
+    n_per_level = [f.shape[-2] * f.shape[-1] for f in feats]
+    boxes = torch.cat([targets_t[0]["boxes"],  # the real boxes, plus boxes for every level
+                       torch.tensor([[3.0, 5.0, 20.0, 14.0], [0.0, 0.0, 127.0, 127.0],
+                                     [10.0, 10.0, 90.0, 60.0]])])
+    cand = fcos_candidates(anchors[0], boxes, n_per_level)
+    for j, box in enumerate(boxes):
+        model.compute_loss([{"boxes": box[None], "labels": torch.zeros(1, dtype=torch.long)}],
+                           head_outputs, anchors, n_per_level)
+        assert torch.equal(cand[j], model.head.last_matched_idxs[0] >= 0), j
+    # all but the 2.5-pixel sliver (box 1, see test_predict_shapes_and_given_boxes) have some
+    assert cand.any(1).tolist() == [True, False, True, True, True, True]
+
+
+def test_box_prompt_does_not_depend_on_the_score_threshold(items):
+    """Box-prompted masks come from the box, not from the detector's surviving detections;
+    detection-matched ones change when no detection passes the threshold."""
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke")).eval()
+    img, given = items[0]["image"], items[0]["visible_boxes"]
+    model.score_thresh = 0.0  # every location is a detection (NMS thins them)
+    box_low = model.predict([img], boxes=[given], prompt="box")[0]
+    # min_iou=0: any surviving detection is taken (an untrained detector's boxes are random)
+    det_low = model.predict([img], boxes=[given], prompt="detections", min_iou=0.0)[0]
+    model.score_thresh = 1.5  # sqrt(cls x ctr) <= 1: no detection survives
+    box_high = model.predict([img], boxes=[given], prompt="box")[0]
+    det_high = model.predict([img], boxes=[given], prompt="detections", min_iou=0.0)[0]
+    for key in ("masks", "visible", "amodal", "region", "scores", "labels", "matched"):
+        assert torch.equal(box_low[key], box_high[key]), key
+    assert det_low["matched"].all() and not det_high["matched"].any()
+    assert not torch.equal(det_low["masks"], det_high["masks"])
+    # one box asked alone gets the same answer as in company (boxes are independent)
+    alone = model.predict([img], boxes=[given[1:2]], prompt="box")[0]
+    assert torch.allclose(alone["masks"][0], box_high["masks"][1])
