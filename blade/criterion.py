@@ -25,6 +25,11 @@ BoxInst on amodal boxes) and ``vis_loss`` its loss (``boxinst``; ``mil``: BBTP's
 prior; ``dice``: full supervision with ground-truth masks, the upper bound). See
 :mod:`blade.experiments` for the named methods.
 
+Kit variants (issue 13; defaults reproduce the paper, see ``expansion_area``): ``ne_allow``
+says where l_ne may expand m_a, ``ne_dilation`` sets the band's width, ``con_warmup`` ramps
+l_ne and l_un up with BoxInst's pairwise warm-up instead of applying them at full weight from
+iteration 0, when m_v (hence V_pov) is still noise.
+
 m_v in the connectivity terms is detached by default (``detach_visible``): l_ne and l_un are
 meant to pull m_a towards what the visible branch sees (the "directed expansion"), not to move
 m_v. Without the detach, l_un = max(m_v - m_a, 0) is also lowered by *shrinking* m_v, which
@@ -43,6 +48,7 @@ from .losses import (mask_dice_loss, mil_loss, neighbor_loss, pairwise_loss, pro
 
 VIS_TARGETS = ("visible", "amodal")
 VIS_LOSSES = ("boxinst", "mil", "dice")
+NE_ALLOW = ("box", "region", "hidden")
 
 
 @dataclass
@@ -54,6 +60,9 @@ class LossConfig:
     K: float = 1.0  # uniform loss severity (Eq. 14); the paper gives no value
     t: float = 0.5  # threshold on m_v defining V_pov (Eq. 10); paper-derived
     ne_dilation: int = 2  # l_ne neighbour distance in stride-4 mask cells (paper: one-pixel gap = 2)
+    # -- kit variants of the connectivity loss (issue 13; defaults = the paper) ----------------
+    ne_allow: str = "box"  # where l_ne may expand m_a: box (B_a, paper), region (R), hidden (R minus B_v)
+    con_warmup: bool = False  # warm l_ne and l_un up with the pairwise term (paper: full weight at 0)
     color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
     pairwise_warmup: int = 10000  # BoxInst code default, iterations of linear pairwise warm-up
     use_visible: bool = True  # visible branch with BoxInst terms on B_v
@@ -73,6 +82,8 @@ class LossConfig:
             raise ValueError(f"vis_target must be one of {VIS_TARGETS}, got {self.vis_target!r}")
         if self.vis_loss not in VIS_LOSSES:
             raise ValueError(f"vis_loss must be one of {VIS_LOSSES}, got {self.vis_loss!r}")
+        if self.ne_allow not in NE_ALLOW:
+            raise ValueError(f"ne_allow must be one of {NE_ALLOW}, got {self.ne_allow!r}")
         if not (isinstance(self.ne_dilation, int) and self.ne_dilation >= 1):
             raise ValueError(f"ne_dilation must be an integer >= 1, got {self.ne_dilation!r}")
 
@@ -104,6 +115,27 @@ def table2_config(row: str, base: LossConfig | None = None) -> LossConfig:
 def warmup_factor(iteration: int, warmup: int) -> float:
     """BoxInst's linear pairwise warm-up: min(iteration / warmup, 1)."""
     return 1.0 if warmup <= 0 else min(float(iteration) / warmup, 1.0)
+
+
+def expansion_area(ne_allow: str, targets: dict) -> torch.Tensor | None:
+    """[N,1,H,W] where l_ne may pull m_a outwards (``neighbor_edges``' ``allowed``).
+
+    * ``"box"``: the paper (Eq. 11): anywhere in B_a. The band grows in every direction inside
+      the box, into background too, and the projection term cannot stop it (any superset of
+      the mask inside B_a has the same box projections).
+    * ``"region"``: only inside the overlap region R, where another object's box could hide
+      a part; the band no longer grows into the rest of the box.
+    * ``"hidden"``: R minus the visible box B_v. A part outside B_v but inside B_a is hidden
+      by definition, so this is where the hidden extent must be; an unoccluded object (B_v =
+      B_a) gets no expansion at all, even when R covers most of its box. Uses only the boxes
+      training already has.
+    """
+    if ne_allow == "box":
+        return None
+    region = targets["region_masks"]
+    if ne_allow == "region":
+        return region
+    return region * (1 - targets["visible_box_masks"])
 
 
 def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: int = 0):
@@ -141,14 +173,15 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
             if cfg.detach_visible:
                 m_v = m_v.detach()
             region = targets["region_masks"]
+            w_con = cfg.alpha_con * (w if cfg.con_warmup else 1.0)
             if cfg.use_neighbor:
-                terms["amo_neighbor"] = neighbor_loss(m_a, m_v, region,
-                                                      targets["amodal_box_masks"], cfg.t,
-                                                      cfg.ne_dilation)
-                weights["amo_neighbor"] = cfg.alpha_con
+                terms["amo_neighbor"] = neighbor_loss(
+                    m_a, m_v, region, targets["amodal_box_masks"], cfg.t, cfg.ne_dilation,
+                    expansion_area(cfg.ne_allow, targets))
+                weights["amo_neighbor"] = w_con
             if cfg.use_uniform:
                 terms["amo_uniform"] = uniform_loss(m_a, m_v, region, cfg.K)
-                weights["amo_uniform"] = cfg.alpha_con
+                weights["amo_uniform"] = w_con
     if cfg.use_fusion:
         terms["region"] = region_loss(outputs["region_logits"], targets["region_masks"])
         weights["region"] = cfg.alpha_region

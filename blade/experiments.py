@@ -79,6 +79,18 @@ SEEDS = ["blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2"]
 # configurations whose comparisons the paper's main claims rest on, run at each scale.
 STUDY = ["blade", "table2_3", "blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2",
          "boxinst_ba", "boxinst_bv", "full", "box_ba", "box_bv"]
+# Kit variants of the connectivity loss (issue 13; ``blade.criterion.expansion_area``): the
+# paper's BLADE with one change each, compared on the same footing as the study's runs.
+VARIANTS = {
+    "var_region": Method("BLADE, l_ne expands only inside R", {"ne_allow": "region"}),
+    "var_hidden": Method("BLADE, l_ne expands only into R minus B_v", {"ne_allow": "hidden"}),
+    "var_warmup": Method("BLADE, connectivity warmed up with pairwise", {"con_warmup": True}),
+    "var_hidden_warmup": Method("BLADE, hidden + warm-up",
+                                {"ne_allow": "hidden", "con_warmup": True}),
+}
+# The variants table: the paper's recipe, the variants and the references they must beat.
+VARIANT_TABLE = ["blade", "var_hidden", "var_region", "var_warmup", "var_hidden_warmup",
+                 "table2_3", "boxinst_ba", "boxinst_bv", "full"]
 # Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with both.
 # A run's folder holds the "detections" results at its top (the kit's first protocol, kept
 # where the committed results always were) and the "box" results, the headline, in ``box/``.
@@ -98,8 +110,11 @@ def finished(res: str, prompt: str) -> bool:
 
 
 def method(name: str) -> Method:
-    """The Method of a Table 1 run (trained method or no-training reference)."""
-    return METHODS[name] if name in METHODS else REFERENCES[name]
+    """The Method of a Table 1 run (trained method or no-training reference) or variant."""
+    for table in (METHODS, REFERENCES, VARIANTS):
+        if name in table:
+            return table[name]
+    raise KeyError(name)
 
 
 def split_seed(name: str) -> tuple:
@@ -116,19 +131,20 @@ def run_overrides(name: str) -> dict:
         if base in REFERENCES:
             raise ValueError(f"run {name!r}: a reference row has no training, hence no seed")
         return dict(run_overrides(base), seed=seed)
-    if name in METHODS or name in REFERENCES:
+    if name in METHODS or name in REFERENCES or name in VARIANTS:
         return dict(method(name).overrides)
     if name.startswith("table2_") and name[7:] in TABLE2_ROWS:
         return dict(TABLE2_ROWS[name[7:]])
-    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS) + sorted(REFERENCES)} and "
-                     f"{sorted(n for n in TABLE2_RUNS.values() if n != 'blade')}")
+    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS) + sorted(REFERENCES)}, "
+                     f"{sorted(n for n in TABLE2_RUNS.values() if n != 'blade')} and "
+                     f"{sorted(VARIANTS)}, each optionally with a _seed<N> suffix")
 
 
 def run_label(name: str) -> str:
     base, seed = split_seed(name)
     if seed:
         return f"{run_label(base)}, seed {seed}"
-    if name in METHODS or name in REFERENCES:
+    if name in METHODS or name in REFERENCES or name in VARIANTS:
         return method(name).label
     row = name[7:]
     o = TABLE2_ROWS[row]
@@ -148,6 +164,8 @@ def table_runs(table: str) -> list:
         return list(SEEDS)
     if table == "study":
         return list(STUDY)
+    if table == "variants":
+        return list(VARIANT_TABLE)
     raise ValueError(f"unknown table {table!r}")
 
 
@@ -451,6 +469,27 @@ def collect_seeds(results_dir: str, prompt: str = "detections"):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def collect_variants(results_dir: str, prompt: str = "box"):
+    """Tidy results of the variants table (``VARIANT_TABLE``, every finished seed of each):
+    one row per (run, level) with ``variant`` (label), ``run``, ``seed`` and the IoU columns."""
+    import pandas as pd
+
+    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
+    frames = []
+    for base in VARIANT_TABLE:
+        runs = [base] + sorted((n for n in found if split_seed(n)[0] == base
+                                and split_seed(n)[1] > 0), key=lambda n: split_seed(n)[1])
+        for run in runs:
+            path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
+            if os.path.exists(path):
+                df = pd.read_csv(path)
+                df.insert(0, "seed", split_seed(run)[1])
+                df.insert(0, "run", run)
+                df.insert(0, "variant", run_label(base))
+                frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def seed_spread(tidy, value: str = "iou_amodal"):
     """Per configuration (rows ``(base, stat)``) and level (columns FG-0..FG-3, mean), in %:
     the mean over seeds, the sample standard deviation and max - min; ``seeds`` counts them."""
@@ -529,6 +568,11 @@ def _tables_and_figures(results_dir: str, figures_dir: str, preset_name: str,
         viz.savefig(fig, out)
         plt.close(fig)
         written.append(out)
+    variants = collect_variants(results_dir, prompt)
+    if not variants.empty and variants["run"].isin(list(VARIANTS)).any():
+        path = os.path.join(results_dir, f"variants{tag}.csv")
+        variants.to_csv(path, index=False)
+        written.append(path)
     seeds = collect_seeds(results_dir, prompt)
     if not seeds.empty:
         path = os.path.join(results_dir, f"seeds{tag}.csv")
@@ -591,10 +635,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m blade.experiments", description=(
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
-    p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "figures"),
+    p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "variants",
+                                     "figures"),
                    help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread); "
                         "'study': the reproduction study's runs (five core runs, seeds 1-2 of "
-                        "BLADE and row 3, the filled-box references)")
+                        "BLADE and row 3, the filled-box references); 'variants': the kit's "
+                        "connectivity variants with the runs they are compared with")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--data", default="data/synthetic", help="folder from blade.data.synthetic")
     p.add_argument("--runs", default="runs/experiments", help="training runs (checkpoints)")
@@ -625,7 +671,7 @@ def main(argv=None):
                     raise SystemExit(f"error: {w!r} is not a seed run; seed runs are named "
                                      f"<run>_seed<N> with N > 0, e.g. table2_5_seed1")
             # the seed study takes any <run>_seed<N>; the tables only their own runs
-            names = (wanted if args.what in ("seeds", "study")
+            names = (wanted if args.what in ("seeds", "study", "variants")
                      else [n for n in names if n in wanted])
         for name in names:
             print(f"== {name} ({run_label(name)})", flush=True)

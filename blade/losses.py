@@ -163,11 +163,15 @@ def mask_dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tens
 
 
 def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_masks: torch.Tensor,
-                   t: float = 0.5, dilation: int = 2):
+                   t: float = 0.5, dilation: int = 2, allowed: torch.Tensor | None = None):
     """The graph of Eq. 10-11. Returns ``(edges [N,8,H,W] bool, c [N,8,H,W] float, v_pov)``.
 
     ``dilation``: distance to the 8 neighbours in mask cells (2: the paper's "one-pixel gap";
     the band the loss reaches beyond V_pov is this wide, in stride-4 cells).
+    ``allowed`` [N,1,H,W] (a kit variant, None = the paper): where expansion may go. A
+    "same label" edge (c = 1) is kept only when each of its ends lies in V_pov or in
+    ``allowed``; "different label" edges (c = 0, across the border of B_a) are all kept. With
+    ``allowed`` = B_a this is the paper's graph (V_pov lies inside R, inside B_a).
 
     ``v_pov`` [N,1,H,W] bool: pixels inside R whose visible probability exceeds t (Eq. 10).
     ``edges[n, k, y, x]``: the edge from (y, x) to its k-th neighbour exists (inside the image)
@@ -181,19 +185,23 @@ def neighbor_edges(m_v: torch.Tensor, region_masks: torch.Tensor, amodal_box_mas
     b = amodal_box_masks > 0.5
     b_nb = unfold_neighbours(b.to(m_v.dtype), dilation)[:, 0] > 0.5
     c = (b == b_nb).to(m_v.dtype)  # same side of the amodal box
+    if allowed is not None:  # variant: c = 1 edges only inside the allowed area
+        ok = (allowed > 0.5) | v_pov
+        ok_nb = unfold_neighbours(ok.to(m_v.dtype), dilation)[:, 0] > 0.5
+        edges = edges & ((c < 0.5) | (ok & ok_nb))
     return edges, c, v_pov
 
 
 def neighbor_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
-                  amodal_box_masks: torch.Tensor, t: float = 0.5,
-                  dilation: int = 2) -> torch.Tensor:
+                  amodal_box_masks: torch.Tensor, t: float = 0.5, dilation: int = 2,
+                  allowed: torch.Tensor | None = None) -> torch.Tensor:
     """BLADE neighbour loss l_ne (Eq. 10-13): BCE between the predicted consistency of m_a
     across each edge of E_pov and c_e, averaged over the edges; 0 when there are none.
 
     m_a, m_v: probabilities [N,1,H,W]; the V_pov selection (m_v > t) carries no gradient;
-    ``dilation`` as in :func:`neighbor_edges`.
+    ``dilation``, ``allowed`` as in :func:`neighbor_edges`.
     """
-    edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t, dilation)
+    edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t, dilation, allowed)
     n_edges = edges.sum()
     if n_edges == 0:
         return _zero(m_a)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_bitmasks, mask_to_box
+from .criterion import expansion_area
 from .losses import neighbor_loss, pairwise_loss, projection_loss, uniform_loss
 from .overlap import overlap_regions
 from .pairwise import color_similarity
@@ -45,6 +46,8 @@ class BandConfig:
     use_neighbor: bool = True  # NE
     use_uniform: bool = True  # UN
     box: str = "amodal"  # which box supervises the map: "amodal" (B_a) or "visible" (B_v)
+    ne_allow: str = "box"  # where l_ne may expand: box (paper), region (R), hidden (R minus B_v)
+    ne_dilation: int = 2  # l_ne neighbour distance in cells (paper: one-pixel gap = 2)
     snapshots: int = 4  # m_a snapshots kept, evenly spaced over the run
 
 
@@ -143,7 +146,10 @@ def band_terms(logits: torch.Tensor, toy: dict, cfg: BandConfig) -> dict:
         terms["pairwise"] = cfg.alpha_pair * pairwise_loss(logits, toy["color_similarity"], box,
                                                            cfg.color_threshold)
     if cfg.use_neighbor:
-        terms["neighbor"] = cfg.alpha_con * neighbor_loss(m_a, toy["m_v"], toy["R"], box, cfg.t)
+        area = expansion_area(cfg.ne_allow, {"region_masks": toy["R"],
+                                             "visible_box_masks": toy["B_v"]})
+        terms["neighbor"] = cfg.alpha_con * neighbor_loss(m_a, toy["m_v"], toy["R"], box, cfg.t,
+                                                          cfg.ne_dilation, area)
     if cfg.use_uniform:
         terms["uniform"] = cfg.alpha_con * uniform_loss(m_a, toy["m_v"], toy["R"], cfg.K)
     return terms
@@ -194,6 +200,51 @@ def mask_scores(pred: torch.Tensor, toy: dict) -> dict:
     return {"iou_visible": iou(pred, v), "iou_amodal": iou(pred, a),
             "occluded_recovered": (pred & occ).sum().item() / max(occ.sum().item(), 1),
             "outside_amodal": (pred & ~a).sum().item() / max(a.sum().item(), 1)}
+
+
+M_V_MODES = ("truth", "dilated", "shrunk", "noisy")
+
+
+def perturb_visible(toy: dict, mode: str = "truth", seed: int = 0) -> dict:
+    """A copy of ``toy`` whose fixed visible prediction m_v is imperfect, as a trained visible
+    branch is: ``"dilated"`` / ``"shrunk"`` by one cell (3x3 max / min filter of the true
+    visible mask), ``"noisy"``: 10 % of the cells flipped at random (``seed``), ``"truth"``:
+    unchanged. m_v stays 0.95 on and 0.05 off."""
+    v = toy["visible"].float()
+    if mode == "truth":
+        on = v > 0.5
+    elif mode == "dilated":
+        on = F.max_pool2d(v, 3, 1, 1) > 0.5
+    elif mode == "shrunk":
+        on = -F.max_pool2d(-v, 3, 1, 1) > 0.5
+    elif mode == "noisy":
+        g = torch.Generator().manual_seed(seed)
+        on = (v > 0.5) ^ (torch.rand(v.shape, generator=g) < 0.1)
+    else:
+        raise ValueError(f"m_v mode must be one of {M_V_MODES}, got {mode!r}")
+    return dict(toy, m_v=torch.where(on, 0.95, 0.05).float(), m_v_mode=mode)
+
+
+def variant_study(seeds=(0, 1, 2), allows=("box", "region", "hidden"), modes=M_V_MODES,
+                  steps: int = 300) -> "pd.DataFrame":
+    """The free-map study of the connectivity variants (issue 13): for each seed an occluded
+    instance (occlusion 0.3-0.75) and an unoccluded one that still has an overlap region
+    (FG-0), each m_v mode and each ``ne_allow``, the map optimised under the paper's amodal
+    terms. One row per run: case, seed, m_v, ne_allow and the ``mask_scores``."""
+    import pandas as pd
+
+    rows = []
+    for seed in seeds:
+        cases = {"occluded": toy_instance(seed=seed),
+                 "FG-0 with R": toy_instance(seed=seed, min_occlusion=0.0, max_occlusion=0.0)}
+        for case, toy in cases.items():
+            for mode in modes:
+                t = perturb_visible(toy, mode, seed)
+                for allow in allows:
+                    res = optimize_mask(t, BandConfig(steps=steps, ne_allow=allow), seed=seed)
+                    rows.append({"case": case, "seed": seed, "m_v": mode, "ne_allow": allow,
+                                 "occlusion": toy["occlusion"], **res["scores"]})
+    return pd.DataFrame(rows)
 
 
 def active_band(m_a: torch.Tensor, toy: dict, t: float = 0.5) -> torch.Tensor:

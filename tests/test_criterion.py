@@ -1,14 +1,15 @@
 """The criterion: named terms and weights, Table 2 rows as configurations, warm-up, detach."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from blade.boxes import box_bitmasks
-from blade.criterion import (TABLE2_ROWS, LossConfig, blade_criterion, table2_config, total_loss,
-                             warmup_factor)
-from blade.losses import color_similarity
+from blade.criterion import (TABLE2_ROWS, LossConfig, blade_criterion, expansion_area,
+                             table2_config, total_loss, warmup_factor)
+from blade.losses import color_similarity, neighbor_edges, neighbor_loss
 
 
 def _batch(n=2, h=16, w=16, seed=0):
@@ -101,3 +102,81 @@ def test_visible_detached_from_connectivity_terms():
     terms, _ = blade_criterion(outputs, targets, dataclasses.replace(cfg, detach_visible=False))
     grad = torch.autograd.grad(terms["amo_uniform"], outputs["visible_logits"])[0]
     assert (grad != 0).any()
+
+
+# -- kit variants (issue 13) -----------------------------------------------------------------------
+def _row_case():
+    """A 1x7 row: B_a = 0..4, B_v = 1..4, R = 1..4, m_v high at 2..4, so V_pov = {2, 3, 4}.
+    Edges at the one-pixel gap touching V_pov: 0-2, 2-4, 1-3 (same side of B_a, c = 1) and
+    3-5, 4-6 (across its border, c = 0)."""
+    def row(v):
+        return torch.tensor(v, dtype=torch.float64).view(1, 1, 1, 7)
+    targets = {"amodal_box_masks": row([1, 1, 1, 1, 1, 0, 0]),
+               "visible_box_masks": row([0, 1, 1, 1, 1, 0, 0]),
+               "region_masks": row([0, 1, 1, 1, 1, 0, 0])}
+    m_v = row([0.1, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1])
+    m_a = row([0.3, 0.2, 0.8, 0.6, 0.7, 0.4, 0.1])
+    return targets, m_v, m_a
+
+
+def _bce_edges(a, pairs):
+    """Mean over undirected edges (i, j, c) of -log P(label relation c) under m_a = a."""
+    out = []
+    for i, j, c in pairs:
+        same = a[i] * a[j] + (1 - a[i]) * (1 - a[j])
+        out.append(-math.log(same if c else 1 - same))
+    return sum(out) / len(out)
+
+
+@pytest.mark.parametrize("allow,kept", [
+    ("box", [(0, 2, 1), (2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]),  # the paper's Eq. 11
+    ("region", [(2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]),  # 0 lies outside R
+    ("hidden", [(2, 4, 1), (3, 5, 0), (4, 6, 0)]),  # R minus B_v is empty: no c = 1 edge
+])                                                   # leaves V_pov
+def test_ne_allow_variants_by_hand(allow, kept):
+    targets, m_v, m_a = _row_case()
+    area = expansion_area(allow, targets)
+    loss = neighbor_loss(m_a, m_v, targets["region_masks"], targets["amodal_box_masks"],
+                         allowed=area)
+    a = m_a.flatten().tolist()
+    assert loss.item() == pytest.approx(_bce_edges(a, kept), abs=1e-12)
+    edges, _, _ = neighbor_edges(m_v, targets["region_masks"], targets["amodal_box_masks"],
+                                 allowed=area)
+    assert int(edges.sum()) == 2 * len(kept)
+
+
+def test_ne_allow_hidden_expands_outside_the_visible_box_only():
+    """B_v = 2..4 now: pixel 0 is in R minus B_v (allowed), pixel 1 is not in R."""
+    targets, m_v, m_a = _row_case()
+    targets["visible_box_masks"] = torch.tensor([0, 0, 1, 1, 1, 0, 0.0],
+                                                dtype=torch.float64).view(1, 1, 1, 7)
+    targets["region_masks"] = torch.tensor([1, 0, 1, 1, 1, 0, 0.0],
+                                           dtype=torch.float64).view(1, 1, 1, 7)
+    area = expansion_area("hidden", targets)
+    assert area.flatten().tolist() == [1, 0, 0, 0, 0, 0, 0]
+    loss = neighbor_loss(m_a, m_v, targets["region_masks"], targets["amodal_box_masks"],
+                         allowed=area)
+    a = m_a.flatten().tolist()
+    assert loss.item() == pytest.approx(
+        _bce_edges(a, [(0, 2, 1), (2, 4, 1), (3, 5, 0), (4, 6, 0)]), abs=1e-12)
+
+
+def test_default_config_is_the_paper_graph():
+    outputs, targets = _batch()
+    paper, _ = blade_criterion(outputs, targets, LossConfig(), iteration=5)
+    boxed, _ = blade_criterion(outputs, targets, LossConfig(ne_allow="box"), iteration=5)
+    region, _ = blade_criterion(outputs, targets, LossConfig(ne_allow="region"), iteration=5)
+    assert torch.equal(paper["amo_neighbor"], boxed["amo_neighbor"])
+    assert not torch.equal(paper["amo_neighbor"], region["amo_neighbor"])
+    with pytest.raises(ValueError, match="ne_allow"):
+        LossConfig(ne_allow="everywhere")
+
+
+def test_con_warmup_ramps_the_connectivity_weights():
+    outputs, targets = _batch()
+    cfg = LossConfig(pairwise_warmup=100, alpha_con=2.0)
+    for it, expected in ((0, 0.0), (50, 1.0), (100, 2.0), (500, 2.0)):
+        _, w = blade_criterion(outputs, targets, dataclasses.replace(cfg, con_warmup=True), it)
+        assert w["amo_neighbor"] == w["amo_uniform"] == pytest.approx(expected)
+        _, w = blade_criterion(outputs, targets, cfg, it)  # the paper: full weight from 0
+        assert w["amo_neighbor"] == w["amo_uniform"] == 2.0

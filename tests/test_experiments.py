@@ -58,8 +58,18 @@ def test_runs_write_results_and_figures(finished, synthetic_dir):
     tidy = pd.read_csv(root / "results" / "table1.csv")
     assert set(tidy["run"]) == {"blade", "boxinst_bv"}
     assert set(tidy["level"]) >= {"FG-0", "mean"}
-    for fig in ("table1.png", "table2.png", "qualitative.png"):
+    for fig in ("table1.png", "table2.png", "qualitative.png", "table1_box.png"):
         assert (root / "figures" / fig).stat().st_size > 10_000
+    # both protocols from the same checkpoint: detections at the top, the box prompt in box/
+    for run in ("blade", "boxinst_bv"):
+        top = pd.read_csv(root / "results" / run / "objects.csv")
+        box = pd.read_csv(root / "results" / run / "box" / "objects.csv")
+        assert set(top["prompt"]) == {"detections"} and set(box["prompt"]) == {"box"}
+        assert list(top["ann_id"]) == list(box["ann_id"])
+        assert json.load(open(root / "results" / run / "box" / "metrics.json"))["prompt"] == "box"
+        levels = pd.read_csv(root / "results" / run / "box" / "levels.csv", index_col=0)
+        assert {"fallback", "wrong_instance"} <= set(levels)
+    assert set(pd.read_csv(root / "results" / "table1_box.csv")["run"]) == {"blade", "boxinst_bv"}
 
 
 def test_finished_runs_are_skipped(finished, monkeypatch):
@@ -72,6 +82,43 @@ def test_finished_runs_are_skipped(finished, monkeypatch):
     monkeypatch.setattr("blade.engine.train", no_training)
     ex.main(args)
     assert os.path.getmtime(root / "results" / "blade" / "levels.csv") == stamp
+
+
+def test_results_of_one_protocol_get_the_other_from_the_checkpoint(finished, monkeypatch):
+    """Results written before the box prompt existed (no box/): evaluated from the checkpoint,
+    without training and without touching the detections files."""
+    import shutil
+
+    root, args = finished
+    shutil.rmtree(root / "results" / "boxinst_bv" / "box")
+    stamp = os.path.getmtime(root / "results" / "boxinst_bv" / "levels.csv")
+
+    def no_training(*a, **k):
+        raise AssertionError("the checkpoint exists: no training needed")
+
+    monkeypatch.setattr("blade.engine.train", no_training)
+    ex.main(args)
+    assert (root / "results" / "boxinst_bv" / "box" / "levels.csv").exists()
+    assert os.path.getmtime(root / "results" / "boxinst_bv" / "levels.csv") == stamp
+
+
+def test_variants_are_runs_and_collected(tmp_path):
+    for name in ex.table_runs("variants"):
+        cfg = preset("cpu", **ex.run_overrides(name))
+        assert ex.run_label(name)
+    assert preset("cpu", **ex.run_overrides("var_hidden_warmup")).ne_allow == "hidden"
+    assert preset("cpu", **ex.run_overrides("var_warmup_seed2")).seed == 2
+    assert preset("cpu", **ex.run_overrides("blade")).ne_allow == "box"  # the paper's default
+    for run, seed, fg0 in (("blade", 0, 0.6), ("var_hidden", 0, 0.7), ("var_hidden_seed1", 1, 0.8)):
+        os.makedirs(tmp_path / run / "box")
+        pd.DataFrame({"level": ["FG-0", "mean"], "objects": [3, 3],
+                      "iou_amodal": [fg0, fg0]}).to_csv(tmp_path / run / "box" / "levels.csv",
+                                                        index=False)
+    tidy = ex.collect_variants(str(tmp_path))
+    assert list(dict.fromkeys(tidy["run"])) == ["blade", "var_hidden", "var_hidden_seed1"]
+    assert set(tidy.columns) >= {"variant", "seed", "level", "iou_amodal"}
+    assert tidy[tidy["run"] == "var_hidden_seed1"]["seed"].tolist() == [1, 1]
+    assert ex.collect_variants(str(tmp_path), prompt="detections").empty
 
 
 def test_partial_runs_resume_and_smoke_keeps_off_committed_results(synthetic_dir, tmp_path,

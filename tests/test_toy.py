@@ -57,3 +57,24 @@ def test_mask_scores_hand_case(toy):
 def test_band_view_is_the_widget_callback(toy):
     fig = band_view(toy, steps=20, K=2.0, use_uniform=False)
     assert isinstance(fig, Figure) and len(fig.axes) >= 3
+
+
+def test_visible_perturbations_and_the_hidden_area_of_an_unoccluded_object():
+    from blade.criterion import expansion_area
+    from blade.toy import perturb_visible
+
+    toy = toy_instance(seed=0)
+    on = {m: perturb_visible(toy, m, seed=0)["m_v"] > 0.5
+          for m in ("truth", "dilated", "shrunk", "noisy")}
+    assert torch.equal(on["truth"], toy["visible"])
+    assert (on["dilated"] >= on["truth"]).all() and on["dilated"].sum() > on["truth"].sum()
+    assert (on["shrunk"] <= on["truth"]).all() and on["shrunk"].sum() < on["truth"].sum()
+    flipped = (on["noisy"] ^ on["truth"]).float().mean().item()
+    assert 0.05 < flipped < 0.15  # 10 % of the cells
+    with pytest.raises(ValueError, match="m_v mode"):
+        perturb_visible(toy, "blurred")
+    # unoccluded: B_v = B_a, so "hidden" allows no expansion although R is not empty
+    fg0 = toy_instance(seed=0, min_occlusion=0.0, max_occlusion=0.0)
+    targets = {"region_masks": fg0["R"], "visible_box_masks": fg0["B_v"]}
+    assert fg0["R"].sum() > 0 and expansion_area("hidden", targets).sum() == 0
+    assert torch.equal(expansion_area("region", targets), fg0["R"])
