@@ -3,15 +3,20 @@
     python -m blade.experiments table1 --preset cpu --data data/synthetic
     python -m blade.experiments table2 --preset cpu --data data/synthetic
     python -m blade.experiments seeds --preset cpu --data data/synthetic   # run-to-run spread
+    python -m blade.experiments study --preset cpu512 --data data/synthetic  # issue 12's runs
+    python -m blade.experiments variants --preset cpu --data data/synthetic  # issue 13's runs
     python -m blade.experiments figures --preset cpu
 
-Every method is a configuration of the same network, engine, data and budget (``METHODS``,
-``TABLE2_RUNS``). A run trains into ``RUNS/<preset>/<name>`` (resuming a partial run from its
-last checkpoint), is evaluated on the validation split with :mod:`blade.evaluate`, and leaves
-its results in ``RESULTS/<name>/`` (``objects.csv``, ``levels.csv``, ``cells.csv``,
-``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date, machine and wall
-time). A run whose ``levels.csv`` exists is skipped, so a long series can be stopped (Ctrl-C,
-or ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
+Every method is a configuration of the same network, engine, data and budget; run names and
+their configurations live in :mod:`blade.runs`, the claim checks and verdicts in
+:mod:`blade.claims`; this module trains, evaluates, collects and draws. A run trains into
+``RUNS/<preset>/<name>`` (resuming a partial run from its last checkpoint), is evaluated on
+the validation split with :mod:`blade.evaluate` under both protocols (``PROMPTS``), and leaves
+its results in ``RESULTS/<name>/`` (detections prompt) and ``RESULTS/<name>/box/`` (box prompt,
+the headline): ``objects.csv``, ``levels.csv``, ``cells.csv``, ``metrics.json``,
+``qualitative.json``, ``meta.json`` with the command, date, machine and wall time. A run whose
+``levels.csv`` exist under both is skipped, so a long series can be stopped (Ctrl-C, or
+``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
 and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
 
 Methods (Table 1). The paper's BoxInst and BBTP rows use the amodal box as input ("known c");
@@ -29,68 +34,14 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import sys
 import time
-from dataclasses import dataclass, field
 
-from .criterion import TABLE2_ROWS
+from .claims import claims_table1, claims_table2, format_claims  # noqa: F401 (re-exported)
+from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F401
+                   TABLE2_ORDER, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, Method, method,
+                   run_label, run_overrides, split_seed, table_runs)
 
-
-@dataclass(frozen=True)
-class Method:
-    label: str  # name in tables and figures
-    overrides: dict = field(default_factory=dict)  # Config fields that make this method
-    note: str = ""  # what it stands for
-
-
-METHODS = {
-    "blade": Method("BLADE", {}, "three branches, connectivity loss, fusion; input B_v"),
-    "boxinst_bv": Method("BoxInst (B_v)", dict(use_amodal=False, use_fusion=False),
-                         "visible branch only, its mask is the prediction; input B_v"),
-    "boxinst_ba": Method("BoxInst (B_a, known c)",
-                         dict(use_amodal=False, use_fusion=False, vis_target="amodal",
-                              detect_box="amodal"),
-                         "one branch, projection + pairwise on B_a; input B_a"),
-    "bbtp": Method("BBTP-style MIL (B_a, known c)",
-                   dict(use_amodal=False, use_fusion=False, vis_target="amodal",
-                        vis_loss="mil", detect_box="amodal"),
-                   "one branch, box tightness MIL + smoothness on B_a; input B_a"),
-    "full": Method("Full supervision (masks)",
-                   dict(use_amodal=False, use_fusion=False, vis_target="amodal",
-                        vis_loss="dice"),
-                   "one branch, dice on ground-truth amodal masks (upper bound); input B_v"),
-}
-# Reference rows without training: the given box itself, filled, as the amodal mask. They show
-# what the input box alone is worth, i.e. how much the known-c setting gives away.
-REFERENCES = {"box_ba": Method("Filled B_a (known c, no training)", {"detect_box": "amodal"}),
-              "box_bv": Method("Filled B_v (no training)", {"detect_box": "visible"})}
-TABLE1 = ["blade", "boxinst_bv", "boxinst_ba", "bbtp", "full", "box_ba", "box_bv"]
-
-# Table 2: row -> run name. Rows 1 and b are the full model, i.e. the "blade" run.
-TABLE2_RUNS = {row: ("blade" if row in ("1", "b") else f"table2_{row}") for row in TABLE2_ROWS}
-TABLE2_ORDER = ["1", "3", "5", "2", "4", "6", "7", "8", "a", "c", "d", "b"]  # run order
-LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3"]
-# Seed study: the same configuration trained again with another ``Config.seed`` (weights, data
-# order, augmentation; the data stay the same). A run name ``<run>_seed<N>`` is run ``<run>``
-# with seed N; the plain name is seed 0. Rows 1 and 3 first: their gap is the NE claim.
-SEEDS = ["blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2"]
-# The reproduction study (issue 12): the five core runs and seeds 1-2 of BLADE and row 3, the
-# configurations whose comparisons the paper's main claims rest on, run at each scale.
-STUDY = ["blade", "table2_3", "blade_seed1", "table2_3_seed1", "blade_seed2", "table2_3_seed2",
-         "boxinst_ba", "boxinst_bv", "full", "box_ba", "box_bv"]
-# Kit variants of the connectivity loss (issue 13; ``blade.criterion.expansion_area``): the
-# paper's BLADE with one change each, compared on the same footing as the study's runs.
-VARIANTS = {
-    "var_region": Method("BLADE, l_ne expands only inside R", {"ne_allow": "region"}),
-    "var_hidden": Method("BLADE, l_ne expands only into R minus B_v", {"ne_allow": "hidden"}),
-    "var_warmup": Method("BLADE, connectivity warmed up with pairwise", {"con_warmup": True}),
-    "var_hidden_warmup": Method("BLADE, hidden + warm-up",
-                                {"ne_allow": "hidden", "con_warmup": True}),
-}
-# The variants table: the paper's recipe, the variants and the references they must beat.
-VARIANT_TABLE = ["blade", "var_hidden", "var_region", "var_warmup", "var_hidden_warmup",
-                 "table2_3", "boxinst_ba", "boxinst_bv", "full"]
 # Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with both.
 # A run's folder holds the "detections" results at its top (the kit's first protocol, kept
 # where the committed results always were) and the "box" results, the headline, in ``box/``.
@@ -107,66 +58,6 @@ def prompt_dir(res: str, prompt: str) -> str:
 
 def finished(res: str, prompt: str) -> bool:
     return os.path.exists(os.path.join(prompt_dir(res, prompt), "levels.csv"))
-
-
-def method(name: str) -> Method:
-    """The Method of a Table 1 run (trained method or no-training reference) or variant."""
-    for table in (METHODS, REFERENCES, VARIANTS):
-        if name in table:
-            return table[name]
-    raise KeyError(name)
-
-
-def split_seed(name: str) -> tuple:
-    """``"table2_3_seed1"`` -> ``("table2_3", 1)``; a name without the suffix -> ``(name, 0)``."""
-    m = re.fullmatch(r"(.+)_seed(\d+)", name)
-    return (m.group(1), int(m.group(2))) if m else (name, 0)
-
-
-def run_overrides(name: str) -> dict:
-    """Config overrides of a run name (a method of Table 1, a row of Table 2, either with a
-    ``_seed<N>`` suffix)."""
-    base, seed = split_seed(name)
-    if seed:
-        if base in REFERENCES:
-            raise ValueError(f"run {name!r}: a reference row has no training, hence no seed")
-        return dict(run_overrides(base), seed=seed)
-    if name in METHODS or name in REFERENCES or name in VARIANTS:
-        return dict(method(name).overrides)
-    if name.startswith("table2_") and name[7:] in TABLE2_ROWS:
-        return dict(TABLE2_ROWS[name[7:]])
-    raise ValueError(f"unknown run {name!r}; runs are {sorted(METHODS) + sorted(REFERENCES)}, "
-                     f"{sorted(n for n in TABLE2_RUNS.values() if n != 'blade')} and "
-                     f"{sorted(VARIANTS)}, each optionally with a _seed<N> suffix")
-
-
-def run_label(name: str) -> str:
-    base, seed = split_seed(name)
-    if seed:
-        return f"{run_label(base)}, seed {seed}"
-    if name in METHODS or name in REFERENCES or name in VARIANTS:
-        return method(name).label
-    row = name[7:]
-    o = TABLE2_ROWS[row]
-    if row.isdigit():
-        on = [k for k, key in (("UN", "use_uniform"), ("NE", "use_neighbor"),
-                               ("FS", "use_fusion")) if o[key]]
-        return f"{row}: " + ("+".join(on) if on else "none")
-    return f"{row}: a=({o['alpha_proj']:g}, {o['alpha_pair']:g}, {o['alpha_con']:g})"
-
-
-def table_runs(table: str) -> list:
-    if table == "table1":
-        return list(TABLE1)
-    if table == "table2":  # the rows behind the paper's main claims first (NE, FS, UN)
-        return list(dict.fromkeys(TABLE2_RUNS[r] for r in TABLE2_ORDER))
-    if table == "seeds":
-        return list(SEEDS)
-    if table == "study":
-        return list(STUDY)
-    if table == "variants":
-        return list(VARIANT_TABLE)
-    raise ValueError(f"unknown table {table!r}")
 
 
 # -- qualitative picks ---------------------------------------------------------------------------
@@ -327,96 +218,6 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
     return "done"
 
 
-# -- claim checks ------------------------------------------------------------------------------
-def _check(claim, needed, table, test, evidence):
-    """One claim: holds True/False, or None when a run it needs has no results yet."""
-    if any(r not in table.index for r in needed):
-        missing = [r for r in needed if r not in table.index]
-        return {"claim": claim, "holds": None, "evidence": f"not run yet: {', '.join(missing)}"}
-    return {"claim": claim, "holds": bool(test(table)), "evidence": evidence(table)}
-
-
-def claims_table1(table) -> list:
-    """The paper's Table 1 claims against a wide table (rows: run names, columns FG-0..3 and
-    mean, IoU in %)."""
-    def beats(a, others, levels):
-        return lambda t: all(t.loc[a, lv] > t.loc[o, lv] for o in others for lv in levels)
-
-    def show(runs, levels):
-        return lambda t: "; ".join(f"{lv}: " + ", ".join(f"{r} {t.loc[r, lv]:.1f}" for r in runs)
-                                   for lv in levels)
-
-    out = [
-        _check("BLADE beats both BoxInst baselines at FG-2 and FG-3",
-               ["blade", "boxinst_bv", "boxinst_ba"], table,
-               beats("blade", ["boxinst_bv", "boxinst_ba"], ["FG-2", "FG-3"]),
-               show(["blade", "boxinst_bv", "boxinst_ba"], ["FG-2", "FG-3"])),
-        _check("BLADE beats the BBTP-style baseline at every level", ["blade", "bbtp"], table,
-               beats("blade", ["bbtp"], LEVELS), show(["blade", "bbtp"], LEVELS + ["mean"])),
-        _check("BLADE has the best mean of the box-supervised methods",
-               ["blade", "boxinst_bv", "boxinst_ba", "bbtp"], table,
-               beats("blade", ["boxinst_bv", "boxinst_ba", "bbtp"], ["mean"]),
-               show(["blade", "boxinst_bv", "boxinst_ba", "bbtp"], ["mean"])),
-    ]
-    gap = _check("Gap to full supervision (mean IoU points; a measurement, not a claim)",
-                 ["blade", "full"], table, lambda t: True,
-                 lambda t: f"full {t.loc['full', 'mean']:.1f} - BLADE {t.loc['blade', 'mean']:.1f}"
-                           f" = {t.loc['full', 'mean'] - t.loc['blade', 'mean']:.1f}")
-    gap["holds"] = None if gap["holds"] is None else "n/a"  # a number to report, not a claim
-    out.append(gap)
-    box = _check("What the input box alone scores (filled box, no training; a measurement)",
-                 ["box_ba", "box_bv", "blade"], table, lambda t: True,
-                 lambda t: "; ".join(f"{lv}: filled B_a {t.loc['box_ba', lv]:.1f}, filled B_v "
-                                     f"{t.loc['box_bv', lv]:.1f}, BLADE {t.loc['blade', lv]:.1f}"
-                                     for lv in ["FG-0", "FG-3", "mean"]))
-    box["holds"] = None if box["holds"] is None else "n/a"
-    out.append(box)
-    return out
-
-
-def claims_table2(table) -> list:
-    """The paper's Table 2 claims against a wide table (rows '1'-'8', 'a'-'d')."""
-    def drop(t, full, ablated, lv):
-        return t.loc[full, lv] - t.loc[ablated, lv]
-
-    pairs_fs = [("1", "5"), ("2", "6"), ("3", "7"), ("4", "8")]
-    pairs_un = [("1", "2"), ("3", "4"), ("5", "6"), ("7", "8")]
-
-    def pairs_text(pairs):
-        return lambda t: ", ".join(f"{a} {t.loc[a, 'mean']:.1f} vs {b} {t.loc[b, 'mean']:.1f}"
-                                   for a, b in pairs)
-
-    rows = [str(k) for k in range(1, 9)]
-    return [
-        _check("The full model (row 1) has the best mean of rows 1-8", rows, table,
-               lambda t: t.loc[rows, "mean"].idxmax() == "1",
-               lambda t: f"best: row {t.loc[rows, 'mean'].idxmax()} "
-                         f"({t.loc[rows, 'mean'].max():.1f}); row 1 {t.loc['1', 'mean']:.1f}"),
-        _check("Dropping the neighbour loss (row 3 vs 1) hurts FG-3 most", ["1", "3"], table,
-               lambda t: (max(LEVELS, key=lambda lv: drop(t, "1", "3", lv)) == "FG-3"
-                          and drop(t, "1", "3", "FG-3") > 0),  # it must hurt at all
-               lambda t: "row 1 minus row 3: " + ", ".join(
-                   f"{lv} {drop(t, '1', '3', lv):+.1f}" for lv in LEVELS)),
-        _check("Dropping fusion hurts (rows 1-4 beat rows 5-8 pairwise, mean)",
-               [r for p in pairs_fs for r in p], table,
-               lambda t: all(t.loc[a, "mean"] > t.loc[b, "mean"] for a, b in pairs_fs),
-               pairs_text(pairs_fs)),
-        _check("Dropping the uniform loss hurts (pairwise, mean)",
-               [r for p in pairs_un for r in p], table,
-               lambda t: all(t.loc[a, "mean"] > t.loc[b, "mean"] for a, b in pairs_un),
-               pairs_text(pairs_un)),
-        _check("The paper's weights (row b) have the best mean of rows a-d",
-               ["a", "b", "c", "d"], table,
-               lambda t: t.loc[["a", "b", "c", "d"], "mean"].idxmax() == "b",
-               lambda t: ", ".join(f"{r} {t.loc[r, 'mean']:.1f}" for r in "abcd")),
-    ]
-
-
-def format_claims(claims) -> str:
-    mark = {True: "holds", False: "DOES NOT HOLD", None: "open", "n/a": "measured"}
-    return "\n".join(f"- [{mark[c['holds']]}] {c['claim']}: {c['evidence']}" for c in claims)
-
-
 # -- tables and figures --------------------------------------------------------------------------
 def suffix(prompt: str) -> str:
     """File-name suffix of a protocol's tables and figures ('' for detections, '_box')."""
@@ -488,6 +289,47 @@ def collect_variants(results_dir: str, prompt: str = "box"):
                 df.insert(0, "variant", run_label(base))
                 frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collect_runs(results_dir: str, prompt: str = "box"):
+    """Every finished run of a setting under one protocol: one row per (run, level), columns
+    ``run``, ``base`` (the name without seed suffix), ``seed`` and the IoU columns."""
+    import pandas as pd
+
+    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
+    frames = []
+    for run in found:
+        path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
+        if os.path.exists(path):
+            df = pd.read_csv(path)
+            base, seed = split_seed(run)
+            df.insert(0, "seed", seed)
+            df.insert(0, "base", base)
+            df.insert(0, "run", run)
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_verdicts(results_root: str = "results") -> str | None:
+    """``results_root/verdicts.csv``: every claim of ``blade.claims.STUDY_CLAIMS`` for every
+    setting (a folder of ``results_root`` holding run results) and protocol."""
+    import pandas as pd
+
+    from .claims import study_verdicts
+
+    rows = []
+    for setting in sorted(os.listdir(results_root)):
+        if setting == "smoke" or not os.path.isdir(os.path.join(results_root, setting)):
+            continue
+        for prompt in PROMPTS:
+            tidy = collect_runs(os.path.join(results_root, setting), prompt)
+            if not tidy.empty:
+                rows += study_verdicts(tidy, setting, prompt)
+    if not rows:
+        return None
+    path = os.path.join(results_root, "verdicts.csv")
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
 
 
 def seed_spread(tidy, value: str = "iou_amodal"):
@@ -636,7 +478,7 @@ def main(argv=None):
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
     p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "variants",
-                                     "figures"),
+                                     "figures", "verdicts"),
                    help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread); "
                         "'study': the reproduction study's runs (five core runs, seeds 1-2 of "
                         "BLADE and row 3, the filled-box references); 'variants': the kit's "
@@ -659,6 +501,10 @@ def main(argv=None):
     figures = args.figures or os.path.join("figures", args.preset)
     runs_dir = os.path.join(args.runs, args.preset)
     command = "python -m blade.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.what == "verdicts":  # every setting under results/, both protocols
+        path = write_verdicts(os.path.dirname(results.rstrip("/")) or ".")
+        print(f"wrote {path}" if path else "no results to judge")
+        return
     if args.what != "figures":
         names = (table_runs("table1") + table_runs("table2") if args.what == "all"
                  else table_runs(args.what))

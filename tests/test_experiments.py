@@ -254,3 +254,29 @@ def test_seed_spread_by_hand(tmp_path):
     assert s.loc[(t3, "range"), "FG-0"] == 0 and s.loc[(t3, "mean"), "seeds"] == 1
     written = ex.write_tables_and_figures(str(tmp_path), str(tmp_path / "fig"))
     assert str(tmp_path / "seeds.csv") in written and str(tmp_path / "fig" / "seeds.png") in written
+
+
+def test_verdicts_weigh_the_seed_spread(tmp_path):
+    """Hand-made levels: BLADE at 60/62/64 % (range 4) beats BoxInst (B_v) at 50 % (beyond the
+    noise), ties row 3 at 61 % (inside it), and loses to BoxInst (B_a) at 70 % (beyond it)."""
+    from blade.claims import FAILS, HOLDS, NOISE, OPEN, STUDY_CLAIMS, combine, verdict
+
+    assert verdict(5.0, 4.0) == HOLDS and verdict(-5.0, 4.0) == FAILS
+    assert verdict(3.9, 4.0) == verdict(-3.9, 4.0) == NOISE and verdict(9.0, None) == OPEN
+    assert combine([HOLDS, NOISE]) == NOISE and combine([HOLDS, FAILS, OPEN]) == FAILS
+    values = {"blade": 0.60, "blade_seed1": 0.62, "blade_seed2": 0.64, "boxinst_bv": 0.50,
+              "table2_3": 0.61, "boxinst_ba": 0.70}
+    for run, v in values.items():
+        os.makedirs(tmp_path / "cpu" / run / "box")
+        pd.DataFrame({"level": ["FG-2", "FG-3", "mean"], "objects": [1, 1, 2],
+                      "iou_amodal": [v, v, v]}).to_csv(
+            tmp_path / "cpu" / run / "box" / "levels.csv", index=False)
+    path = ex.write_verdicts(str(tmp_path))
+    v = pd.read_csv(path).set_index("claim")
+    assert set(v["setting"]) == {"cpu"} and set(v["protocol"]) == {"box"}
+    claims = [c for c, _ in STUDY_CLAIMS]
+    assert v.loc[claims[0], "verdict"] == HOLDS  # +12 at FG-2 and FG-3, noise 4
+    assert v.loc[claims[1], "verdict"] == FAILS  # -8
+    assert v.loc[claims[3], "verdict"] == NOISE  # +1
+    assert v.loc[claims[5], "verdict"] == OPEN  # box_ba not run
+    assert "diff +12.0, noise 4.0 (their seeds)" in v.loc[v.index[0], "evidence"]
