@@ -70,22 +70,18 @@ class Config(LossConfig):
     deterministic: bool = False  # deterministic kernels: bit-exact reruns/resumes (slower on GPU)
 
 
-PRESETS = {
-    "paper": Config(),
-    "cpu": Config(
+_CPU = Config(  # the "cpu" preset (below), also the base of "cpu512"
         backbone="efficientnet_lite0", fpn_channels=64, min_size=256, max_size=256,
         mask_branch_channels=64, mask_branch_convs=2, mask_branch_norm="GN",
         sizes_of_interest=(32, 64, 128, 256, 512), batch_size=4, iterations=1500,
         lr=0.01, lr_steps=(1100, 1350), lr_warmup=100, pairwise_warmup=300,
-        checkpoint_every=500, log_every=10, workers=1),
+        checkpoint_every=500, log_every=10, workers=1)
+PRESETS = {
+    "paper": Config(),
+    "cpu": _CPU,
     # the cpu network at twice the input scale: the 256-px scenes upscaled to 512 (see module
     # docstring); sizes of interest stay per level (a doubled object moves up one level)
-    "cpu512": Config(
-        backbone="efficientnet_lite0", fpn_channels=64, min_size=512, max_size=512,
-        mask_branch_channels=64, mask_branch_convs=2, mask_branch_norm="GN",
-        sizes_of_interest=(32, 64, 128, 256, 512), batch_size=4, iterations=1500,
-        lr=0.01, lr_steps=(1100, 1350), lr_warmup=100, pairwise_warmup=300,
-        checkpoint_every=250, log_every=10, workers=1),
+    "cpu512": replace(_CPU, min_size=512, max_size=512, checkpoint_every=250),
     "smoke": Config(
         backbone="efficientnet_lite0", pretrained=False, fpn_channels=64, min_size=128,
         max_size=128, mask_branch_channels=16, mask_branch_convs=1, mask_branch_norm="GN",
