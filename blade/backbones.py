@@ -26,6 +26,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .utils import KitError
+
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
 
 # Normalisation of [0,1] RGB input per backbone (GeneralizedRCNNTransform mean/std)
@@ -33,7 +35,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TF_MEAN, TF_STD = [127.0 / 255] * 3, [128.0 / 255] * 3  # EfficientNet-Lite: (x - 127) / 128
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(KitError, RuntimeError):
     """Pretrained weights were asked for but cannot be loaded here."""
 
 

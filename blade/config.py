@@ -27,6 +27,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .criterion import LossConfig
+from .utils import check_choice, check_float, check_int, parse_device
+
+POSITIVE_INTS = ("num_classes", "fpn_channels", "min_size", "max_size", "mask_branch_channels",
+                 "mask_out_channels", "head_channels", "head_layers", "topk_per_image",
+                 "detections_per_img", "batch_size", "iterations", "checkpoint_every",
+                 "log_every")
+NON_NEGATIVE_INTS = ("mask_branch_convs", "lr_warmup", "workers", "seed", "pairwise_warmup")
+NON_NEGATIVE_FLOATS = ("alpha_proj", "alpha_pair", "alpha_con", "alpha_region", "K",
+                       "smooth_weight", "momentum", "weight_decay", "grad_clip")
+UNIT_FLOATS = ("t", "color_threshold", "score_thresh", "nms_thresh")  # in [0, 1]
 
 
 @dataclass
@@ -68,6 +78,32 @@ class Config(LossConfig):
     log_every: int = 20  # iterations between CSV rows of the loss terms
     seed: int = 0  # seed of weights, data order and augmentation
     deterministic: bool = False  # deterministic kernels: bit-exact reruns/resumes (slower on GPU)
+
+    def __post_init__(self):
+        """Every numeric field in its range, every choice known: a bad value fails here, where
+        it is given (``Config(...)``, ``replace``, the command line, a checkpoint's config)."""
+        super().__post_init__()
+        for name in POSITIVE_INTS:
+            check_int(self, name, 1)
+        for name in NON_NEGATIVE_INTS:
+            check_int(self, name, 0)
+        for name in NON_NEGATIVE_FLOATS:
+            check_float(self, name)
+        for name in UNIT_FLOATS:
+            check_float(self, name, 0.0, 1.0)
+        check_float(self, "lr", low_open=True)
+        check_float(self, "mil_alpha", low_open=True)
+        check_choice(self, "detect_box", ("visible", "amodal"))
+        check_choice(self, "mask_branch_norm", ("BN", "GN"))
+        for name in ("lr_steps", "sizes_of_interest"):
+            values = getattr(self, name)
+            low = 0 if name == "lr_steps" else 1
+            if not isinstance(values, (tuple, list)) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values):
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be integers >= "
+                                 f"{low}, got {values!r}")
+        if self.device != "auto":
+            parse_device(self.device)
 
 
 _CPU = Config(  # the "cpu" preset (below), also the base of "cpu512"

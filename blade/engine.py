@@ -13,8 +13,13 @@ What it guarantees:
   with the same weights: bit for bit with ``deterministic=True`` (tested), otherwise within
   float rounding, since some CPU/GPU kernels accumulate in a varying order (two identical
   uninterrupted CPU runs already differ by ~1e-7 then).
-* **Honest failures.** A non-finite loss term stops the run with a message naming the term and
-  the iteration; the last good checkpoint is left as it was.
+* **Honest failures.** A non-finite loss term stops the run with a message naming the term,
+  the iteration and the images of the batch; the last good checkpoint is left as it was. A
+  checkpoint that cannot be written (a full disk) is an ``OSError`` saying so, the previous one
+  intact; a checkpoint that cannot be read (missing, empty, truncated, not the kit's, weights
+  that do not fit their configuration) is a :class:`CheckpointError` naming the file. A
+  resumed run's ``log.csv`` is cut back to the checkpoint's iteration (no duplicate rows), and
+  ``*.pt.tmp`` files left by an interrupted save are removed.
 * **Collapse warning.** A BoxInst-style branch whose masks saturate (the sigmoid constant over
   the image: pairwise term ~0 while the projection term stays above its starting value) gets
   no gradient and never recovers; the loop warns once, naming the branch and the iteration
@@ -36,7 +41,9 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
+import shutil
 import time
 import warnings
 
@@ -46,15 +53,20 @@ import torch.distributed as dist
 
 from .config import Config
 from .criterion import total_loss
-from .data import AmodalDataset
+from .data import AmodalDataset, AnnotationError
 from .model import BladeModel
-from .utils import pick_device
+from .utils import USER_ERRORS, KitError, pick_device
 
 CHECKPOINT_VERSION = 1
+RUN_FILES = ("config.json", "log.csv", "replicas.json")  # what a run folder holds besides checkpoints/
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(KitError, RuntimeError):
     """A loss term became NaN or infinite."""
+
+
+class CheckpointError(KitError, ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -99,7 +111,12 @@ class PlannedBatches(torch.utils.data.Dataset):
         first = it * self.cfg.batch_size + self.rank * self.per_rank
         items = []
         for idx, flip in sample_plan(len(self.ds), self.cfg.seed, first, self.per_rank):
-            item = self.ds[idx]
+            try:
+                item = self.ds[idx]
+            except USER_ERRORS as e:  # a bad image: from a worker, hand the error itself over
+                if torch.utils.data.get_worker_info() is None:
+                    raise
+                return e  # (torch would re-raise it with the worker's traceback in the message)
             items.append(hflip(item) if (flip and self.cfg.hflip) else item)
         return items
 
@@ -161,36 +178,172 @@ def config_from_dict(d: dict) -> Config:
 
 
 def save_checkpoint(path, model, optimizer, scaler, iteration, cfg, classes):
+    """Write a checkpoint atomically (temporary file, then rename); an ``OSError`` naming the
+    file and the free space if it cannot be written, the previous file left intact."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
-    torch.save({"version": CHECKPOINT_VERSION, "kit": "blade", "iteration": iteration,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "config": config_to_dict(cfg), "classes": list(classes), "rng": _rng_state()},
-               tmp)
-    os.replace(tmp, path)  # a crash while writing never leaves a broken checkpoint
+    try:
+        torch.save({"version": CHECKPOINT_VERSION, "kit": "blade", "iteration": iteration,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
+                    "config": config_to_dict(cfg), "classes": list(classes),
+                    "rng": _rng_state()}, tmp)
+        os.replace(tmp, path)  # a crash while writing never leaves a broken checkpoint
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as 'unexpected pos ...'
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        free = shutil.disk_usage(os.path.dirname(path)).free
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise OSError(f"{path}: cannot write the checkpoint ({reason}); {free / 1e6:.0f} MB free "
+                      f"on that disk (full?). The previous checkpoint is unchanged") from e
     return path
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Read a kit checkpoint safely (``weights_only=True``) and check its version."""
+def remove_partial_checkpoints(ckpt_dir: str) -> list:
+    """Delete ``*.pt.tmp`` files that an interrupted save left in ``ckpt_dir``."""
+    if not os.path.isdir(ckpt_dir):
+        return []
+    stale = [os.path.join(ckpt_dir, n) for n in sorted(os.listdir(ckpt_dir)) if n.endswith(".pt.tmp")]
+    for p in stale:
+        os.remove(p)
+    return stale
+
+
+def _read_checkpoint_file(path: str, map_location):
+    """``torch.load(weights_only=True)`` with one clear error per way a file can be wrong."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip format / a raw pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}); "
+                              f"checkpoints are written by python -m blade.train")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain containers, which "
+            f"the safe loader does not run; this kit never writes such files, so it was not "
+            f"written by blade.train (or was altered)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path}: cannot read the checkpoint: the file is truncated or "
+                              f"corrupt ({reason})") from e
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read a kit checkpoint safely (``weights_only=True``) and check its version and fields;
+    :class:`CheckpointError` naming the file otherwise."""
+    ckpt = _read_checkpoint_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("kit") != "blade":
-        raise ValueError(f"{path} is not a BLADE kit checkpoint")
+        raise CheckpointError(f"{path} is not a BLADE kit checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by checkpoint format version {ckpt.get('version')}; "
-                         f"this kit reads version {CHECKPOINT_VERSION}")
+        raise CheckpointError(f"{path} was written by checkpoint format version "
+                              f"{ckpt.get('version')}; this kit reads version "
+                              f"{CHECKPOINT_VERSION}")
+    for key, kind in (("model", dict), ("config", dict), ("classes", list), ("iteration", int)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: kit checkpoint without a valid '{key}' (the file is "
+                                  f"incomplete or was edited)")
     return ckpt
+
+
+def _weights_mismatch(model: torch.nn.Module, state: dict) -> str:
+    """What differs between a model's parameters and a state dict, in a few words."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and torch.is_tensor(state[k])
+             and tuple(state[k].shape) != tuple(own[k].shape)]
+    first = (missing + unexpected + shape)[:1]
+    return (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shape)} of another "
+            f"shape" + (f", e.g. '{first[0]}'" if first else ""))
+
+
+def model_from_checkpoint(ckpt: dict, path: str, load_weights: bool = False) -> BladeModel:
+    """Build the network a checkpoint's configuration describes and load its weights."""
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its saved configuration is not valid: {e}") from e
+    model = BladeModel(cfg, load_weights=load_weights)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: the weights do not fit the configuration saved with "
+                              f"them ({_weights_mismatch(model, ckpt['model'])})") from e
+    return model
 
 
 def load_model(path: str, device="cpu") -> tuple[BladeModel, dict]:
     """A trained model from a checkpoint (weights only, no ImageNet download)."""
     ckpt = load_checkpoint(path)
-    model = BladeModel(config_from_dict(ckpt["config"]), load_weights=False)
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(ckpt, path)
     return model.to(device).eval(), ckpt
+
+
+def run_files(out_dir: str) -> list:
+    """The files of a training run in ``out_dir`` (empty: no run there)."""
+    found = [os.path.join(out_dir, n) for n in RUN_FILES if os.path.isfile(os.path.join(out_dir, n))]
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    if os.path.isdir(ckpt_dir):
+        found += [os.path.join(ckpt_dir, n) for n in sorted(os.listdir(ckpt_dir))
+                  if n.endswith((".pt", ".pt.tmp"))]
+    return found
+
+
+def prepare_run_dir(out_dir: str, resume: bool = False, overwrite: bool = False) -> list:
+    """Check a run folder before training into it (the CLI's guard against losing a run).
+
+    A folder holding a run is refused unless ``resume`` (continue it: its ``last.pt`` must
+    exist) or ``overwrite`` (its run files, listed by ``run_files``, are deleted first; other
+    files are left alone). Returns the deleted files."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: give "
+                         "one of them")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir}: --out is a file; give a folder for the run")
+    last = os.path.join(out_dir, "checkpoints", "last.pt")
+    if resume:
+        if not os.path.isfile(last):
+            raise CheckpointError(f"{last}: --resume, but there is no checkpoint to continue "
+                                  f"from; start the run without --resume")
+        return []
+    found = run_files(out_dir)
+    if found and not overwrite:
+        raise ValueError(f"{out_dir}: already holds a training run ({', '.join(found[:3])}"
+                         f"{', ...' if len(found) > 3 else ''}); continue it with --resume, "
+                         f"replace it with --overwrite, or give another --out")
+    for p in found:
+        os.remove(p)
+    return found
+
+
+def truncate_log(path: str, iteration: int) -> int:
+    """Keep the header and the rows up to ``iteration`` of a run's ``log.csv`` (the rows a
+    resumed run will write again, and a row cut off by an interruption, go); returns the
+    number of rows removed."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return 0
+    header, body = rows[0], rows[1:]
+
+    def keep(row):
+        return (len(row) == len(header) and row[0].isdigit() and int(row[0]) <= iteration)
+
+    kept = [r for r in body if keep(r)]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header] + kept)
+    os.replace(tmp, path)
+    return len(body) - len(kept)
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -208,6 +361,9 @@ def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: 
     ``max_steps`` stops this call after that many iterations (with a checkpoint), so a long run
     can be done in chunks with ``resume=True``; the schedule always follows ``cfg.iterations``.
     """
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or max_steps < 1):
+        raise ValueError(f"max_steps (--max-steps) must be an integer >= 1, got {max_steps!r}")
     world, rank, local = _dist_info()
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
@@ -240,6 +396,10 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
     # box supervision never decodes a mask; only the fully supervised baseline reads them
     mode = "masks" if cfg.use_visible and cfg.vis_loss == "dice" else "train"
     dataset = AmodalDataset(train_ann, train_images, mode=mode, schema=schema)
+    if len(dataset) == 0:
+        skipped = {k: len(v) for k, v in dataset.report.items()}
+        raise AnnotationError(f"{train_ann}: no image has an instance to train on (skipped: "
+                              f"{skipped or 'none'}; {len(dataset.classes)} classes)")
     if cfg.num_classes != len(dataset.classes):
         if rank == 0:
             print(f"num_classes set to {len(dataset.classes)} from {train_ann} "
@@ -251,9 +411,17 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
     torch.manual_seed(cfg.seed)
     start = 0
     state = None
+    if rank == 0:
+        remove_partial_checkpoints(ckpt_dir)  # left by a save that was interrupted
     if resume:
+        if not os.path.isfile(last):
+            raise CheckpointError(f"{last}: resume asked for, but there is no checkpoint to "
+                                  f"continue from")
         state = load_checkpoint(last)
-        saved = config_from_dict(state["config"])
+        try:
+            saved = config_from_dict(state["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{last}: its saved configuration is not valid: {e}") from e
         if saved != cfg:
             diff = {f.name: (getattr(saved, f.name), getattr(cfg, f.name))
                     for f in dataclasses.fields(Config)
@@ -269,8 +437,13 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{last}: the saved weights or optimizer state do not fit the "
+                                  f"configuration ({_weights_mismatch(model, state['model'])})"
+                                  ) from e
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
@@ -289,6 +462,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
         num_workers=cfg.workers, persistent_workers=False)
 
     log_path = os.path.join(out_dir, "log.csv")
+    if resume and rank == 0:  # rows after the checkpoint would be written twice
+        truncate_log(log_path, start)
     log_file, writer = None, None
     from tqdm import tqdm
 
@@ -298,6 +473,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
     final = last
     try:
         for i, batch in enumerate(loader):
+            if isinstance(batch, BaseException):  # a worker could not load an item
+                raise batch
             it = start + i
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * lr_factor(it, cfg)
@@ -313,7 +490,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             if bad:
                 raise NonFiniteLoss(
                     f"loss term '{bad[0]}' is {values[bad[0]]} at iteration {it} "
-                    f"(also non-finite: {bad[1:]}); stopped. The last good checkpoint is "
+                    f"(also non-finite: {bad[1:]}; images of the batch: {_batch_names(batch)}); "
+                    f"stopped. The last good checkpoint is "
                     f"{last if os.path.exists(last) else 'none (no checkpoint written yet)'}")
             sat = saturated_branches(values)
             for b in ("vis", "amo"):
@@ -352,7 +530,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                        "sec_per_it": (now - t_last) / max(cfg.log_every, 1)}
                 t_last = now
                 if writer is None:
-                    new = not (resume and os.path.exists(log_path))
+                    new = not (resume and os.path.isfile(log_path)
+                               and os.path.getsize(log_path) > 0)
                     log_file = open(log_path, "w" if new else "a", newline="")
                     writer = csv.DictWriter(log_file, fieldnames=list(row))
                     if new:
@@ -381,6 +560,11 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             log_file.close()
         torch.use_deterministic_algorithms(previous_det)
     return final
+
+
+def _batch_names(batch: list) -> str:
+    """'000001.png (image id 2), ...' for the items of a batch."""
+    return ", ".join(f"{b.get('file_name')} (image id {b.get('image_id')})" for b in batch)
 
 
 def _check_replicas(model, out_dir, rank):

@@ -40,7 +40,6 @@ Choices the paper leaves open, documented here:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -287,11 +286,20 @@ def run(checkpoint: str, ann: str, images: str, out: str, schema: str = "auto",
     from .data import AmodalDataset
     from .engine import load_model
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit (--limit) must be >= 1 images, got {limit}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: --out is a file; give a folder for the results")
     model, ckpt = load_model(checkpoint, device=device)
     dataset = AmodalDataset(ann, images, mode="eval", schema=schema, protocol=protocol)
     check_classes(ckpt["classes"], dataset, class_agnostic, ann)
-    os.makedirs(out, exist_ok=True)
     rows = evaluate(model, dataset, limit=limit, progress=progress, prompt=prompt)
+    if rows.empty:  # nothing to score: say so, and write nothing
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        raise ValueError(f"{ann}: no evaluated objects in {n} image(s) (protocol {protocol}): "
+                         f"every instance is filtered, over the last occlusion level or without "
+                         f"a visible part; nothing written to {out}")
+    os.makedirs(out, exist_ok=True)
     rows.to_csv(os.path.join(out, "objects.csv"), index=False)
     levels = summarize(rows)
     levels.to_csv(os.path.join(out, "levels.csv"), index_label="level")
@@ -327,9 +335,18 @@ def format_levels(levels, class_agnostic: bool) -> str:
 
 
 def main(argv=None):
-    from .data.dataset import SCHEMAS
+    """``python -m blade.evaluate``; errors about the input are one line (``--debug``: the
+    traceback)."""
+    from .utils import run_cli
 
-    p = argparse.ArgumentParser(prog="python -m blade.evaluate", description=(
+    return run_cli(_main, argv)
+
+
+def _main(argv):
+    from .data.dataset import SCHEMAS
+    from .utils import CLIParser, int_at_least, pick_device
+
+    p = CLIParser(prog="python -m blade.evaluate", description=(
         "Evaluate a checkpoint with the paper's protocol (per-object amodal IoU from the given "
         "boxes, per occlusion level, mean of the level means) and COCO mask AP."))
     p.add_argument("--checkpoint", required=True, help="a .pt written by blade.train")
@@ -346,7 +363,7 @@ def main(argv=None):
         "the headline) takes the location training would make positive for that box, with no "
         "detector threshold involved; 'detections' takes the best-overlapping detection "
         "(Bayesian-Amodal's reading), with a fallback when none overlaps enough"))
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
     p.add_argument("--no-coco", action="store_true", help="skip COCO AP")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -355,6 +372,9 @@ def main(argv=None):
                        (args.images, "image folder")):
         if not os.path.exists(path):
             raise SystemExit(f"error: {what} {path} does not exist")
+    if not os.path.isdir(args.images):
+        raise SystemExit(f"error: {args.images}: --images is a file; give the image folder")
+    pick_device(args.device)  # a device name that is not one, or not here: one line
     res = run(args.checkpoint, args.ann, args.images, args.out, schema=args.schema,
               protocol=args.protocol, class_agnostic=args.class_agnostic, limit=args.limit,
               coco=not args.no_coco, progress=not args.no_progress, device=args.device,

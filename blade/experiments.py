@@ -29,7 +29,6 @@ reproduced (their rows in the notebooks carry the paper's numbers only).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -472,9 +471,34 @@ def write_qualitative(results_dir: str, figures_dir: str, data: str,
 
 
 def main(argv=None):
-    from .config import PRESETS
+    """``python -m blade.experiments``; errors about the input are one line (``--debug``: the
+    traceback)."""
+    from .utils import run_cli
 
-    p = argparse.ArgumentParser(prog="python -m blade.experiments", description=(
+    return run_cli(_main, argv)
+
+
+def _only(text: str, what: str, table: list, parser) -> list:
+    """The run names of ``--only``: each known, and for the tables one of the table's runs."""
+    wanted = list(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    if not wanted:
+        parser.error(f"argument --only: no run names in {text!r}")
+    for w in wanted:
+        run_overrides(w)  # unknown names fail here, before any training
+        if what == "seeds" and not split_seed(w)[1]:
+            raise SystemExit(f"error: {w!r} is not a seed run; seed runs are named "
+                             f"<run>_seed<N> with N > 0, e.g. table2_5_seed1")
+        if what not in ("seeds", "study", "variants") and w not in table:
+            parser.error(f"argument --only: {w!r} is not a run of {what}; its runs are "
+                         f"{', '.join(table)}")
+    return wanted
+
+
+def _main(argv):
+    from .config import PRESETS
+    from .utils import CLIParser, int_at_least
+
+    p = CLIParser(prog="python -m blade.experiments", description=(
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
     p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "variants",
@@ -489,9 +513,10 @@ def main(argv=None):
     p.add_argument("--results", default=None, help="default: results/<preset>")
     p.add_argument("--figures", default=None, help="default: figures/<preset>")
     p.add_argument("--only", default=None, help="comma-separated run names")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=int_at_least(1), default=None,
                    help="train at most N iterations per run in this call (continue later)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only N val images")
+    p.add_argument("--limit", type=int_at_least(1), default=None,
+                   help="evaluate only N val images")
     p.add_argument("--no-coco", action="store_true")
     p.add_argument("--prompt", default="box", choices=PROMPTS,
                    help="protocol of the printed tables (both are always evaluated and written)")
@@ -509,13 +534,8 @@ def main(argv=None):
         names = (table_runs("table1") + table_runs("table2") if args.what == "all"
                  else table_runs(args.what))
         names = list(dict.fromkeys(names))
-        if args.only:
-            wanted = args.only.split(",")
-            for w in wanted:
-                run_overrides(w)  # unknown names fail here, before any training
-                if args.what == "seeds" and not split_seed(w)[1]:
-                    raise SystemExit(f"error: {w!r} is not a seed run; seed runs are named "
-                                     f"<run>_seed<N> with N > 0, e.g. table2_5_seed1")
+        if args.only is not None:
+            wanted = _only(args.only, args.what, names, p)
             # the seed study takes any <run>_seed<N>; the tables only their own runs
             names = (wanted if args.what in ("seeds", "study", "variants")
                      else [n for n in names if n in wanted])

@@ -9,22 +9,28 @@ x1 y1 x2 y2) each box is an input: its masks come from the location that trainin
 make positive for that box (``--prompt box``, the default), or from the detection that
 matches it best (``--prompt detections``; see ``BladeModel.predict``). The overlay shows the visible mask (filled) and the final amodal mask
 m (Eq. 2, outlined); ``--json`` also writes every mask as COCO RLE.
+
+Refused with one line ``error: ...``: an ``--out`` or ``--json`` that is a folder or one of the
+inputs, a ``--threshold`` outside [0, 1], boxes that are inverted, empty, non-finite or reach
+outside the image, an unreadable image or checkpoint (``--debug`` shows the traceback). 16-bit,
+greyscale, palette and RGBA images are converted (:mod:`blade.data.images`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import os
 import sys
 
-import numpy as np
 import torch
-from PIL import Image
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="BLADE: visible and amodal masks for one image.")
+def get_args_parser():
+    from .utils import CLIParser, finite_float
+
+    p = CLIParser(prog="python -m blade.predict",
+                  description="BLADE: visible and amodal masks for one image.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by blade.train")
     p.add_argument("--image", required=True, help="an RGB image (png, jpg, ...)")
     p.add_argument("--box", nargs=4, type=float, action="append", metavar=("X1", "Y1", "X2", "Y2"),
@@ -33,14 +39,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the masks as COCO RLE to this JSON file")
     p.add_argument("--prompt", default="box", choices=("box", "detections"),
                    help="how a --box picks its masks (see BladeModel.predict; default box)")
-    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold (default 0.5)")
+    p.add_argument("--threshold", type=finite_float(0.0, 1.0), default=0.5,
+                   help="mask threshold in [0, 1] (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     return p
 
 
 def check_boxes(boxes, width: int, height: int, image: str):
-    """Boxes must have positive area and lie inside the image."""
+    """Boxes must be finite, have positive area and lie inside the image."""
     for k, (x1, y1, x2, y2) in enumerate(boxes):
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise ValueError(f"--box #{k + 1} {[x1, y1, x2, y2]} has a non-finite number")
         if not (x2 > x1 and y2 > y1):
             raise ValueError(f"--box #{k + 1} {[x1, y1, x2, y2]} has no area (need x2 > x1 and "
                              f"y2 > y1)")
@@ -49,20 +58,39 @@ def check_boxes(boxes, width: int, height: int, image: str):
                              f"({width}x{height} pixels)")
 
 
-def main(argv=None):
+def _same_file(a: str, b: str) -> bool:
+    """Two paths naming one file (also through links), whether or not it exists yet."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(args) -> None:
+    """--out and --json are new files: never a folder, never one of the inputs."""
+    outputs = [("--out", args.out)] + ([("--json", args.json)] if args.json else [])
+    for flag, path in outputs:
+        if os.path.isdir(path) or path.endswith(("/", os.sep)):
+            raise ValueError(f"{path}: {flag} is a folder; give a file name "
+                             f"(e.g. {os.path.join(path, 'overlay.png')})")
+        for other_flag, other in (("--image", args.image), ("--checkpoint", args.checkpoint)):
+            if _same_file(path, other):
+                raise ValueError(f"{path}: {flag} is the {other_flag} file; writing it would "
+                                 f"destroy the input. Give another {flag}")
+    if args.json and _same_file(args.json, args.out):
+        raise ValueError(f"{args.json}: --json and --out name the same file")
+
+
+def _main(argv):
+    from .data.images import read_rgb
+
     args = get_args_parser().parse_args(argv)
     for path, what in ((args.checkpoint, "checkpoint"), (args.image, "image")):
         if not os.path.exists(path):
             sys.exit(f"error: {what} {path} does not exist")
-    try:
-        pil = Image.open(args.image).convert("RGB")
-    except OSError as e:
-        sys.exit(f"error: cannot read image {args.image}: {e}")
-    width, height = pil.size
-    try:
-        check_boxes(args.box or [], width, height, args.image)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    check_outputs(args)
+    rgb = read_rgb(args.image)  # ImageReadError names the file
+    height, width = rgb.shape[:2]
+    check_boxes(args.box or [], width, height, args.image)
 
     import matplotlib
 
@@ -74,11 +102,8 @@ def main(argv=None):
     from .utils import pick_device
 
     device = pick_device(args.device)
-    try:
-        model, ckpt = load_model(args.checkpoint, device)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).to(device)
+    model, ckpt = load_model(args.checkpoint, device)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).to(device)
     boxes = [torch.tensor(args.box, dtype=torch.float32)] if args.box else None
     res = model.predict([image], boxes=boxes, prompt=args.prompt)[0]
     classes = ckpt["classes"]
@@ -108,6 +133,14 @@ def main(argv=None):
             json.dump({"image": args.image, "width": width, "height": height,
                        "checkpoint": args.checkpoint, "objects": records}, f)
         print(f"masks as COCO RLE -> {args.json}")
+
+
+def main(argv=None):
+    """``python -m blade.predict``; errors about the input are one line (``--debug``: the
+    traceback)."""
+    from .utils import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

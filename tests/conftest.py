@@ -1,4 +1,5 @@
-"""Shared test set-up: headless matplotlib, the schema fixtures, a tiny synthetic benchmark."""
+"""Shared test set-up: headless matplotlib, the schema fixtures, a tiny synthetic benchmark and a
+tiny smoke checkpoint trained on it."""
 
 import os
 import sys
@@ -27,3 +28,15 @@ def synthetic_dir(tmp_path_factory):
     write_split(str(out), "train", 12, seed=3, progress=False)
     write_split(str(out), "val", 6, seed=3, progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(synthetic_dir, tmp_path_factory):
+    """A smoke-preset checkpoint (2 iterations on ``synthetic_dir``), trained once per session;
+    tests read it, never write it."""
+    from blade.config import preset
+    from blade.engine import train
+
+    out = tmp_path_factory.mktemp("run")
+    return train(preset("smoke", iterations=2), os.path.join(synthetic_dir, "train.json"),
+                 os.path.join(synthetic_dir, "train"), str(out), progress=False)

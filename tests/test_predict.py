@@ -8,16 +8,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from blade.config import preset
-from blade.engine import load_checkpoint, train
+from blade.engine import load_checkpoint
 from blade.predict import main
-
-
-@pytest.fixture(scope="module")
-def checkpoint(synthetic_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    return train(preset("smoke", iterations=2), os.path.join(synthetic_dir, "train.json"),
-                 os.path.join(synthetic_dir, "train"), str(out), progress=False)
 
 
 @pytest.fixture(scope="module")

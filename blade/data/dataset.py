@@ -25,11 +25,20 @@ indexed (the equivalent of an annotator drawing the box), never decoded to pixel
 is training with masks: the eval fields on training data, for the fully supervised upper
 bound only (the one configuration of the kit allowed to read masks).
 
-Policies for bad input (every error names the file, the annotation id and what is wrong):
+Policies for bad input (every error names the file, the record and what is wrong):
 
-* unreadable JSON, a missing key, an unknown ``image_id`` or ``category_id``, an RLE whose size
-  disagrees with the image, a polygon reaching outside the image: ``AnnotationError``;
-* a missing image file: ``AnnotationError`` at construction (listing the first few);
+* unreadable JSON, a record of the wrong type, a missing key, an unknown ``image_id`` or
+  ``category_id``, a duplicate image, category or annotation id, NaN or infinity in any number
+  (box, polygon, ``occlude_rate``, image size), an image size that is not a positive whole
+  number, an ``occlude_rate`` outside [0, 1], an RLE whose size disagrees with the image or
+  whose counts are not valid run lengths covering it, a polygon reaching outside the image, a
+  ``file_name`` that is absolute or climbs out of the image folder with ``..`` (unless
+  ``allow_outside_root=True``): ``AnnotationError``, at construction, in every mode;
+* a missing image file: ``AnnotationError`` at construction (listing the first few); an image
+  that cannot be read (empty, corrupt, truncated, a decompression bomb, 32-bit or float
+  pixels) or whose size disagrees with its record: ``AnnotationError`` naming the file and the
+  image id when the item is loaded (16-bit, greyscale, palette and RGBA images are converted,
+  see :mod:`blade.data.images`);
 * a box partly outside the image is clipped to it; a box with zero area (after clipping) is
   skipped; both are counted in ``dataset.report`` and announced with one warning. With
   ``strict=True`` they raise instead;
@@ -44,7 +53,9 @@ other classes; ``min_amodal_height`` and ``level_bounds`` only mark instances as
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import warnings
 from collections import defaultdict
 
@@ -53,7 +64,8 @@ import torch
 from PIL import Image
 
 from . import masks as M
-from .masks import AnnotationError, where
+from .images import ImageReadError, read_rgb
+from .masks import AnnotationError, is_int, is_number, where
 
 SCHEMAS = ("synthetic", "cocoa_cls", "cocoa", "kins2019", "kins2020")
 
@@ -108,13 +120,20 @@ def detect_schema(data: dict, ann_file: str = "<annotations>") -> str:
 
 def load_json(ann_file: str) -> dict:
     try:
-        with open(ann_file) as f:
+        with open(ann_file, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise AnnotationError(f"{ann_file}: annotation file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{ann_file}: is a folder, not an annotation file") from None
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{ann_file}: not a text (UTF-8 JSON) file") from None
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{ann_file}: not valid JSON ({e.msg} at line {e.lineno}, "
                               f"column {e.colno})") from None
+    except (OSError, ValueError, RecursionError) as e:  # unreadable, or absurdly nested
+        raise AnnotationError(f"{ann_file}: cannot read it ({type(e).__name__}: "
+                              f"{str(e)[:200]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("images"), list):
         raise AnnotationError(f"{ann_file}: expected a COCO-style object with 'images' and "
@@ -129,35 +148,148 @@ def _need(rec: dict, key: str, ann_file: str, ann_id):
     return rec[key]
 
 
+def _object(rec, what: str, ann_file: str) -> dict:
+    """A record that must be a JSON object."""
+    if not isinstance(rec, dict):
+        raise AnnotationError(f"{ann_file}: {what} must be an object, got "
+                              f"{type(rec).__name__} {str(rec)[:60]!r}")
+    return rec
+
+
+def _record_id(value, loc: str, key: str, integer: bool = False):
+    """An id (image, annotation, category): an integer, or where allowed a string."""
+    if is_int(value) or (not integer and isinstance(value, str) and value):
+        return value
+    kind = "an integer" if integer else "an integer or a string"
+    raise AnnotationError(f"{loc}, key '{key}': must be {kind}, got {value!r}")
+
+
 def _xywh_box(value, ann_file, ann_id, key) -> np.ndarray:
-    try:
-        x, y, w, h = (float(v) for v in value)
-    except (TypeError, ValueError):
+    if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(map(is_number, value))):
         raise AnnotationError(f"{where(ann_file, ann_id, key)}: box must be 4 numbers "
-                              f"[x, y, w, h], got {value!r}") from None
+                              f"[x, y, w, h], got {value!r}")
+    if not all(map(math.isfinite, value)):
+        raise AnnotationError(f"{where(ann_file, ann_id, key)}: box {list(value)} has a "
+                              f"non-finite number (NaN or infinity)")
+    x, y, w, h = (float(v) for v in value)
     return np.array([x, y, x + w, y + h], dtype=np.float32)
+
+
+def _occlusion(value, ann_file, ann_id, key="occlude_rate"):
+    """``occlude_rate``: absent/null (computed from the masks) or a number in [0, 1]."""
+    if value is None:
+        return None
+    if not is_number(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise AnnotationError(f"{where(ann_file, ann_id, key)}: must be a number in [0, 1], "
+                              f"got {value!r}")
+    return float(value)
+
+
+def _image_size(img: dict, key: str, loc: str) -> int:
+    value = img[key]
+    if not (is_number(value) and math.isfinite(value) and float(value).is_integer()
+            and value >= 1):
+        raise AnnotationError(f"{loc}, key '{key}': must be a positive whole number of pixels, "
+                              f"got {value!r}")
+    return int(value)
+
+
+def _check_file_name(name, loc: str, allow_outside_root: bool) -> str:
+    """A file name relative to the image folder that stays inside it (unless allowed)."""
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise AnnotationError(f"{loc}, key 'file_name': must be a non-empty path, got {name!r}")
+    escapes = os.path.isabs(name) or ".." in re.split(r"[\\/]", name)
+    if escapes and not allow_outside_root:
+        raise AnnotationError(f"{loc}, key 'file_name': {name!r} points outside the image "
+                              f"folder (absolute, or '..'); refused. Pass "
+                              f"allow_outside_root=True to AmodalDataset to read it anyway")
+    return name
+
+
+def _check_images(records, ann_file: str, allow_outside_root: bool) -> dict:
+    """Image records -> {id: record with int height/width}; every field checked once."""
+    images = {}
+    limit = Image.MAX_IMAGE_PIXELS
+    for k, img in enumerate(records):
+        img = _object(img, f"image record #{k}", ann_file)
+        for key in ("id", "file_name", "height", "width"):
+            if key not in img:
+                raise AnnotationError(f"{ann_file}: image record #{k} "
+                                      f"(id {img.get('id', '?')}) is missing '{key}'")
+        img_id = _record_id(img["id"], f"{ann_file}: image record #{k}", "id")
+        loc = f"{ann_file}: image id {img_id}"
+        if img_id in images:
+            raise AnnotationError(f"{loc}: appears twice in 'images' (file names "
+                                  f"{images[img_id]['file_name']!r} and {img['file_name']!r})")
+        h, w = _image_size(img, "height", loc), _image_size(img, "width", loc)
+        if limit and h * w > 2 * limit:
+            raise AnnotationError(f"{loc}: {w}x{h} pixels is over the decompression-bomb limit "
+                                  f"of {2 * limit} pixels; refused")
+        _check_file_name(img["file_name"], loc, allow_outside_root)
+        if img.get("bg_level") is not None and not (is_int(img["bg_level"])
+                                                     and img["bg_level"] >= 0):
+            raise AnnotationError(f"{loc}, key 'bg_level': must be an integer >= 0, got "
+                                  f"{img['bg_level']!r}")
+        images[img_id] = dict(img, height=h, width=w)
+    return images
+
+
+def _check_categories(cats, ann_file: str) -> list:
+    """Category records: objects with an integer ``id`` (unique) and a string ``name``."""
+    if not isinstance(cats, list) or not cats:
+        raise AnnotationError(f"{ann_file}: missing 'categories' list")
+    seen = {}
+    for k, c in enumerate(cats):
+        _object(c, f"category record #{k}", ann_file)
+        if "id" not in c or "name" not in c:
+            raise AnnotationError(f"{ann_file}: category record {c!r} needs 'id' and 'name'")
+        cat_id = _record_id(c["id"], f"{ann_file}: category record #{k}", "id", integer=True)
+        if not isinstance(c["name"], str) or not c["name"]:
+            raise AnnotationError(f"{ann_file}: category id {cat_id}, key 'name': must be a "
+                                  f"non-empty string, got {c['name']!r}")
+        if cat_id in seen:
+            raise AnnotationError(f"{ann_file}: category id {cat_id} appears twice in "
+                                  f"'categories' ({seen[cat_id]!r} and {c['name']!r})")
+        seen[cat_id] = c["name"]
+    return cats
 
 
 def _flatten(data: dict, schema: str, ann_file: str):
     """Per-schema records -> uniform instance dicts (segmentations kept encoded)."""
     out = []
     if schema == "cocoa":
-        for rec in data["annotations"]:
-            image_id = _need(rec, "image_id", ann_file, rec.get("id", "?"))
-            for k, reg in enumerate(_need(rec, "regions", ann_file, rec.get("id", image_id))):
+        for i, rec in enumerate(data["annotations"]):
+            rec = _object(rec, f"annotation record #{i}", ann_file)
+            rec_id = rec.get("id", f"#{i}")
+            image_id = _record_id(_need(rec, "image_id", ann_file, rec_id),
+                                  where(ann_file, rec_id), "image_id")
+            regions = _need(rec, "regions", ann_file, rec.get("id", image_id))
+            if not isinstance(regions, list):
+                raise AnnotationError(f"{where(ann_file, rec_id, 'regions')}: must be a list, "
+                                      f"got {type(regions).__name__}")
+            for k, reg in enumerate(regions):
                 ann_id = f"{image_id}:{k}"
+                reg = _object(reg, f"annotation id {ann_id} (region {k} of image {image_id})",
+                              ann_file)
                 out.append({
                     "id": ann_id, "image_id": image_id, "category_id": None,
                     "amodal": _need(reg, "segmentation", ann_file, ann_id),
                     "visible": reg.get("visible_mask"), "invisible": reg.get("invisible_mask"),
                     "amodal_box": None, "visible_box": None,
-                    "occlusion": reg.get("occlude_rate"), "stuff": bool(reg.get("isStuff", 0)),
+                    "occlusion": _occlusion(reg.get("occlude_rate"), ann_file, ann_id),
+                    "stuff": bool(reg.get("isStuff", 0)),
                 })
         return out
     for i, rec in enumerate(data["annotations"]):
-        ann_id = rec.get("id", f"#{i}")
-        inst = {"id": ann_id, "image_id": _need(rec, "image_id", ann_file, ann_id),
-                "category_id": _need(rec, "category_id", ann_file, ann_id), "stuff": False}
+        rec = _object(rec, f"annotation record #{i}", ann_file)
+        ann_id = (_record_id(rec["id"], f"{ann_file}: annotation record #{i}", "id")
+                  if "id" in rec else f"#{i}")
+        loc = where(ann_file, ann_id)
+        inst = {"id": ann_id,
+                "image_id": _record_id(_need(rec, "image_id", ann_file, ann_id), loc,
+                                       "image_id"),
+                "category_id": _record_id(_need(rec, "category_id", ann_file, ann_id), loc,
+                                          "category_id", integer=True), "stuff": False}
         if schema in ("synthetic", "cocoa_cls"):
             inst["amodal"] = _need(rec, "segmentation", ann_file, ann_id)
             inst["visible"] = rec.get("visible_mask")
@@ -166,7 +298,7 @@ def _flatten(data: dict, schema: str, ann_file: str):
                                   if "bbox" in rec else None)
             inst["visible_box"] = (_xywh_box(rec["visible_bbox"], ann_file, ann_id,
                                              "visible_bbox") if "visible_bbox" in rec else None)
-            inst["occlusion"] = rec.get("occlude_rate")
+            inst["occlusion"] = _occlusion(rec.get("occlude_rate"), ann_file, ann_id)
             if schema == "synthetic":
                 _need(rec, "visible_mask", ann_file, ann_id)
         else:
@@ -203,6 +335,8 @@ class AmodalDataset(torch.utils.data.Dataset):
         skip_empty: drop images left without instances.
         strict: raise on boxes that would otherwise be clipped or skipped.
         check_files: verify at construction that every image file exists.
+        allow_outside_root: accept ``file_name`` values that are absolute or contain ``..``
+            (refused by default: they read outside ``image_root``).
         transforms: optional callable applied to each item dict.
 
     Items are dicts: ``image`` float [3,H,W] in [0,1], ``image_id``, ``file_name``,
@@ -216,12 +350,12 @@ class AmodalDataset(torch.utils.data.Dataset):
     def __init__(self, ann_file, image_root, mode="train", schema="auto", protocol=None,
                  categories=None, min_amodal_height=None, level_bounds=None,
                  include_stuff=False, skip_empty=True, strict=False, check_files=True,
-                 transforms=None):
+                 transforms=None, allow_outside_root=False):
         if mode not in ("train", "eval", "masks"):
             raise ValueError(f"mode must be 'train', 'eval' or 'masks', got {mode!r}")
-        opts = dict(PROTOCOLS[protocol]) if protocol else {}
         if protocol and protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+        opts = dict(PROTOCOLS[protocol]) if protocol else {}
         categories = categories if categories is not None else opts.get("categories")
         self.min_amodal_height = (min_amodal_height if min_amodal_height is not None
                                   else opts.get("min_amodal_height"))
@@ -241,14 +375,8 @@ class AmodalDataset(torch.utils.data.Dataset):
         if self.schema == "cocoa":
             cats = [{"id": None, "name": "object"}]
         else:
-            cats = data.get("categories")
-            if not isinstance(cats, list) or not cats:
-                raise AnnotationError(f"{self.ann_file}: missing 'categories' list")
-            for c in cats:
-                if "id" not in c or "name" not in c:
-                    raise AnnotationError(f"{self.ann_file}: category record {c!r} needs "
-                                          f"'id' and 'name'")
-            cats = sorted(cats, key=lambda c: c["id"])
+            cats = sorted(_check_categories(data.get("categories"), self.ann_file),
+                          key=lambda c: c["id"])
         names = [c["name"] for c in cats]
         if categories is not None:
             unknown = sorted(set(categories) - set(names))
@@ -259,21 +387,21 @@ class AmodalDataset(torch.utils.data.Dataset):
         self.classes = [c["name"] for c in cats]
         self.cat_ids = [c["id"] for c in cats]
         cat_index = {c["id"]: k for k, c in enumerate(cats)}
-        all_cat_ids = {c["id"] for c in (data.get("categories") or [])}
+        all_cat_ids = ({c["id"] for c in data["categories"]} if self.schema != "cocoa"
+                       else set())
 
         # images --------------------------------------------------------------------------
-        images = {}
-        for k, img in enumerate(data["images"]):
-            for key in ("id", "file_name", "height", "width"):
-                if key not in img:
-                    raise AnnotationError(f"{self.ann_file}: image record #{k} "
-                                          f"(id {img.get('id', '?')}) is missing '{key}'")
-            images[img["id"]] = img
+        images = _check_images(data["images"], self.ann_file, allow_outside_root)
 
         # instances -----------------------------------------------------------------------
         per_image = defaultdict(list)
+        seen_ids = set()
         for inst in _flatten(data, self.schema, self.ann_file):
             ann_id = inst["id"]
+            if ann_id in seen_ids:
+                raise AnnotationError(f"{where(self.ann_file, ann_id)}: the annotation id "
+                                      f"appears twice in 'annotations'")
+            seen_ids.add(ann_id)
             img = images.get(inst["image_id"])
             if img is None:
                 raise AnnotationError(f"{where(self.ann_file, ann_id)}: image_id "
@@ -287,8 +415,7 @@ class AmodalDataset(torch.utils.data.Dataset):
                                           f"{inst['category_id']!r} is not in 'categories'")
                 if inst["category_id"] not in cat_index:
                     continue  # filtered out by ``categories``
-            h, w = int(img["height"]), int(img["width"])
-            inst = self._prepare(inst, h, w)
+            inst = self._prepare(inst, img["height"], img["width"])
             if inst is not None:
                 inst["label"] = cat_index[inst["category_id"]]
                 per_image[inst["image_id"]].append(inst)
@@ -298,7 +425,7 @@ class AmodalDataset(torch.utils.data.Dataset):
 
         if check_files:
             missing = [img["file_name"] for img in self.images
-                       if not os.path.exists(os.path.join(self.image_root, img["file_name"]))]
+                       if not os.path.isfile(os.path.join(self.image_root, img["file_name"]))]
             if missing:
                 raise AnnotationError(
                     f"{self.ann_file}: {len(missing)} image file(s) listed in the annotations "
@@ -352,18 +479,21 @@ class AmodalDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def load_image(self, index: int) -> torch.Tensor:
+        """Image ``index`` as float [3,H,W] in [0,1] (see :mod:`blade.data.images`)."""
         img = self.images[index]
         path = os.path.join(self.image_root, img["file_name"])
         try:
-            pil = Image.open(path).convert("RGB")
+            rgb = read_rgb(path)
         except FileNotFoundError:
             raise AnnotationError(f"{self.ann_file}: image file {path} (image id {img['id']}) "
                                   f"is missing") from None
-        if pil.size != (int(img["width"]), int(img["height"])):
-            raise AnnotationError(f"{self.ann_file}: image {path} (id {img['id']}) is "
-                                  f"{pil.size[0]}x{pil.size[1]}, the annotations say "
+        except ImageReadError as e:
+            raise AnnotationError(f"{self.ann_file}: image id {img['id']}: {e}") from e
+        if rgb.shape[:2] != (img["height"], img["width"]):
+            raise AnnotationError(f"{self.ann_file}: image id {img['id']}: {path} on disk is "
+                                  f"{rgb.shape[1]}x{rgb.shape[0]}, the annotations say "
                                   f"{img['width']}x{img['height']}")
-        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255.0
+        return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
 
     def __getitem__(self, index: int) -> dict:
         img, insts = self.images[index], self.instances[index]
@@ -387,7 +517,7 @@ class AmodalDataset(torch.utils.data.Dataset):
         return item
 
     def _eval_targets(self, img: dict, insts: list) -> dict:
-        h, w = int(img["height"]), int(img["width"])
+        h, w = img["height"], img["width"]
         amodal = np.zeros((len(insts), h, w), bool)
         visible = np.zeros((len(insts), h, w), bool)
         occlusion = np.zeros(len(insts), np.float32)

@@ -26,15 +26,18 @@ CLI::
 writes ``DIR/train.json``, ``DIR/val.json`` (COCOA-cls schema, one record per instance, plus
 ``visible_bbox``, ``depth_order``, ``fg_level``, ``evaluated``) and PNGs in ``DIR/<split>/``.
 The same seed gives the same files (same package versions); train and val use independent
-random streams, so changing ``--train`` does not change the val split.
+random streams, so changing ``--train`` does not change the val split. A folder that already
+holds a generated split is refused unless ``--overwrite`` (which first deletes that split's JSON
+and scene PNGs, so no stale image stays); ``--train 0`` or ``--val 0`` leaves a split out.
 """
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import json
+import math
 import os
+import re
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -52,6 +55,7 @@ BG_LEVEL_NAMES = ("BG-0", "BG-1", "BG-2", "BG-3")
 FG_UPPER = (0.0, 0.3, 0.6, 0.9)  # level k holds FG_UPPER[k-1] < rate <= FG_UPPER[k]
 BG_UPPER = (0.0, 0.2, 0.4, 1.0)
 SPLITS = ("train", "val")
+SCENE_FILE = re.compile(r"\d{6}\.png")  # names of the scene images write_split writes
 
 
 def fg_level(rate: float) -> int:
@@ -86,6 +90,13 @@ class SyntheticConfig:
     classes: tuple = CLASS_NAMES  # subset of blade.data.shapes.CLASS_NAMES to draw
 
     def __post_init__(self):
+        from ..utils import check_float, check_int
+
+        check_int(self, "image_size", 32)
+        for name in ("min_instances", "placement_trials", "max_clutter"):
+            check_int(self, name, 1)
+        for name in ("min_width", "max_width", "aspect_jitter"):
+            check_float(self, name, 0.0, 1.0)
         if not 32 <= self.image_size <= 4096:
             raise ValueError(f"image_size must be in [32, 4096], got {self.image_size}")
         if not 1 <= self.min_instances <= self.max_instances:
@@ -95,8 +106,10 @@ class SyntheticConfig:
             raise ValueError("need 0 < min_width <= max_width <= 1")
         for name in ("level_mix", "bg_mix"):
             mix = tuple(float(x) for x in getattr(self, name))
-            if len(mix) != 4 or min(mix) < 0 or abs(sum(mix) - 1) > 1e-6:
-                raise ValueError(f"{name} must be 4 non-negative shares summing to 1, got {mix}")
+            if (len(mix) != 4 or not all(math.isfinite(x) and x >= 0 for x in mix)
+                    or abs(sum(mix) - 1) > 1e-6):
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be 4 non-negative "
+                                 f"shares summing to 1, got {mix}")
             setattr(self, name, mix)
         unknown = set(self.classes) - set(CLASS_NAMES)
         if unknown or not self.classes:
@@ -348,20 +361,65 @@ def level_summary(annotations: list) -> dict:
             "instances": int(len(levels))}
 
 
-def main(argv=None):
-    from ..utils import add_dataclass_args, dataclass_from_args
+def existing_split_files(out_dir: str, split: str) -> list:
+    """The files of a generated split in ``out_dir``: its JSON and its scene PNGs."""
+    found = [os.path.join(out_dir, f"{split}.json")] if os.path.isfile(
+        os.path.join(out_dir, f"{split}.json")) else []
+    folder = os.path.join(out_dir, split)
+    if os.path.isdir(folder):
+        found += [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+                  if SCENE_FILE.fullmatch(n)]
+    return found
 
-    p = argparse.ArgumentParser(description="Generate the BLADE synthetic occlusion benchmark.")
+
+def prepare_out(out_dir: str, splits: list, overwrite: bool) -> int:
+    """Refuse to write over a generated dataset unless ``overwrite``; with it, delete the old
+    files of the splits about to be written (so no stale PNG stays). Returns files removed."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir}: --out is a file; give a folder for the dataset")
+    found = [p for split in splits for p in existing_split_files(out_dir, split)]
+    if found and not overwrite:
+        raise ValueError(f"{out_dir}: already holds a generated dataset ({found[0]}, "
+                         f"{len(found)} files of the splits {splits}); give another --out, or "
+                         f"--overwrite to replace it")
+    for path in found:
+        os.remove(path)
+    return len(found)
+
+
+def main(argv=None):
+    """``python -m blade.data.synthetic``; errors are one line (``--debug``: the traceback)."""
+    from ..utils import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv):
+    from ..utils import CLIParser, add_dataclass_args, dataclass_from_args, int_at_least
+
+    p = CLIParser(prog="python -m blade.data.synthetic",
+                  description="Generate the BLADE synthetic occlusion benchmark.")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--train", type=int, default=2000, help="number of training scenes")
-    p.add_argument("--val", type=int, default=300, help="number of validation scenes")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--train", type=int_at_least(0), default=2000,
+                   help="number of training scenes (0: do not write the split)")
+    p.add_argument("--val", type=int_at_least(0), default=300,
+                   help="number of validation scenes (0: do not write the split)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed (same seed, same files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already in --out (its JSON and PNGs are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_args(p, SyntheticConfig)
     args = p.parse_args(argv)
-    cfg = dataclass_from_args(SyntheticConfig, args)
+    cfg = dataclass_from_args(SyntheticConfig, args)  # checks every field
+    splits = [(split, n) for split, n in (("train", args.train), ("val", args.val)) if n > 0]
+    if not splits:
+        p.error("--train and --val are both 0: nothing to generate")
+    removed = prepare_out(args.out, [s for s, _ in splits], args.overwrite)
+    if removed:
+        print(f"--overwrite: removed {removed} files of the previous dataset in {args.out}")
     t0 = time.perf_counter()
-    for split, n in (("train", args.train), ("val", args.val)):
+    for split, n in splits:
         data = write_split(args.out, split, n, args.seed, cfg, progress=not args.quiet)
         s = level_summary(data["annotations"])
         shares = ", ".join(f"{k} {v:.0%}" for k, v in s["shares"].items())
