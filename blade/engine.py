@@ -58,6 +58,7 @@ from .model import BladeModel
 from .utils import USER_ERRORS, KitError, pick_device
 
 CHECKPOINT_VERSION = 1
+COMMITTED_CHECKPOINT = "checkpoints/blade_cpu_seed0.pt"  # fp16 weights, see checkpoints/README.md
 RUN_FILES = ("config.json", "log.csv", "replicas.json")  # what a run folder holds besides checkpoints/
 
 
@@ -284,6 +285,43 @@ def load_model(path: str, device="cpu") -> tuple[BladeModel, dict]:
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
     return model.to(device).eval(), ckpt
+
+
+def export_weights(src: str, dst: str, half: bool = True, note: str | None = None) -> dict:
+    """A small copy of a checkpoint for sharing or committing: the weights (float16 with
+    ``half``; floating-point tensors only, integer buffers kept), configuration, classes and
+    iteration, without optimizer state or RNG (it cannot be resumed, only loaded with
+    :func:`load_model`, which casts the weights back to float32). ``note`` (e.g. the command
+    that made the run) is stored as ``note``. Refuses to write over ``src``. Returns the
+    written checkpoint's summary: path, bytes, tensors."""
+    ckpt = load_checkpoint(src)
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise ValueError(f"{dst}: the output is the input checkpoint; give another file")
+    weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in ckpt["model"].items()}
+    small = {"version": CHECKPOINT_VERSION, "kit": "blade", "iteration": ckpt["iteration"],
+             "model": weights, "config": ckpt["config"], "classes": ckpt["classes"],
+             "exported_from": os.path.basename(src), "note": note or ""}
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = dst + ".tmp"
+    torch.save(small, tmp)
+    os.replace(tmp, dst)
+    return {"path": dst, "bytes": os.path.getsize(dst), "tensors": len(weights)}
+
+
+def find_checkpoint(root: str = ".", candidates=None) -> str | None:
+    """The first checkpoint that exists among the runs a user makes first (``make demo``,
+    notebook 05 / ``blade.train --out runs/cpu``, the experiments' BLADE run) and, last, the
+    small committed one (``checkpoints/blade_cpu_seed0.pt``); paths relative to ``root`` (the
+    repository). ``None`` if there is none."""
+    candidates = candidates or ("runs/demo/run/checkpoints/last.pt", "runs/cpu/checkpoints/last.pt",
+                                "runs/experiments/cpu/blade/checkpoints/last.pt",
+                                COMMITTED_CHECKPOINT)
+    for rel in candidates:
+        path = os.path.join(root, rel)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def run_files(out_dir: str) -> list:

@@ -193,3 +193,42 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     replicas = json.load(open(tmp_path / "replicas.json"))
     assert len(replicas["checksums"]) == 2 and replicas["identical"]
+
+
+def test_export_weights_is_small_loads_and_predicts_like_the_original(checkpoint, tmp_path):
+    import torch
+
+    from blade.engine import export_weights, load_checkpoint, load_model
+    from blade.export import main as export_main
+
+    out = str(tmp_path / "small.pt")
+    info = export_weights(checkpoint, out, note="how it was made")
+    full, small = load_checkpoint(checkpoint), load_checkpoint(out)
+    assert "optimizer" not in small and small["note"] == "how it was made"
+    assert small["iteration"] == full["iteration"] and small["classes"] == full["classes"]
+    for k, v in full["model"].items():  # floats halved, integer buffers (BN counters) kept
+        assert small["model"][k].dtype == (torch.float16 if v.is_floating_point() else v.dtype)
+    float_bytes = sum(v.numel() * v.element_size() for v in full["model"].values())
+    assert info["bytes"] < 0.6 * float_bytes  # the weights in half the bytes, plus a header
+    model, _ = load_model(out)
+    assert next(model.parameters()).dtype == torch.float32
+    ref, _ = load_model(checkpoint)
+    image = torch.rand(3, 64, 80)
+    boxes = [torch.tensor([[8.0, 10.0, 40.0, 50.0]])]
+    a = ref.predict([image], boxes=boxes)[0]
+    b = model.predict([image], boxes=boxes)[0]
+    assert torch.allclose(a["masks"], b["masks"], atol=2e-2)
+    with pytest.raises(ValueError, match="the output is the input"):
+        export_weights(checkpoint, checkpoint)
+    with pytest.raises(SystemExit, match="exists; give another --out or --overwrite"):
+        export_main(["--checkpoint", checkpoint, "--out", out])
+
+
+def test_find_checkpoint_prefers_the_users_runs(tmp_path):
+    from blade.engine import COMMITTED_CHECKPOINT, find_checkpoint
+
+    assert find_checkpoint(str(tmp_path)) is None
+    for rel in (COMMITTED_CHECKPOINT, "runs/cpu/checkpoints/last.pt"):
+        os.makedirs(os.path.dirname(tmp_path / rel), exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+        assert find_checkpoint(str(tmp_path)) == os.path.join(str(tmp_path), rel)
