@@ -192,3 +192,39 @@ def study_verdicts(tidy, setting: str, protocol: str, claims=STUDY_CLAIMS) -> li
                      "verdict": combine([p["verdict"] for p in parts]),
                      "evidence": "; ".join(p["text"] for p in parts)})
     return rows
+
+
+# -- the goal of the kit's variants (issue 13), checked like the paper's claims --------------------
+def variant_goal(tidy, variant: str, setting: str, protocol: str) -> list:
+    """Issue 13's three-part goal for one connectivity variant (a run name of ``VARIANTS``),
+    each part a row like ``study_verdicts``' (claim, setting, protocol, verdict, evidence):
+
+    (a) the variant matches or beats BoxInst (B_a, known c) in the mean: holds unless it is
+        below by more than the seed noise (``compare``'s rule);
+    (b) it stays within 1 point of Table 2 row 3 at FG-0: holds if mean(variant) - mean(row 3)
+        >= -1, else does not hold (a fixed margin, no noise rule);
+    (c) it beats the paper's recipe (``blade``) at FG-2 and FG-3 by more than the seed range.
+    Open where a run is missing."""
+    stats = run_stats(tidy)
+    rows = []
+
+    def row(claim, verdict_, evidence):
+        rows.append({"claim": f"{variant}: {claim}", "setting": setting, "protocol": protocol,
+                     "verdict": verdict_, "evidence": evidence})
+
+    a = compare(stats, variant, "boxinst_ba", "mean")
+    row("matches or beats BoxInst (B_a, known c) in the mean (goal a)",
+        OPEN if a["verdict"] == OPEN else (FAILS if a["verdict"] == FAILS else HOLDS), a["text"])
+    if (variant, "FG-0") in stats.index and ("table2_3", "FG-0") in stats.index:
+        diff = stats.loc[(variant, "FG-0"), "mean"] - stats.loc[("table2_3", "FG-0"), "mean"]
+        row("within 1 point of row 3 at FG-0 (goal b)", HOLDS if diff >= -1.0 else FAILS,
+            f"FG-0: {variant} {stats.loc[(variant, 'FG-0'), 'mean']:.1f} vs table2_3 "
+            f"{stats.loc[('table2_3', 'FG-0'), 'mean']:.1f}, diff {diff:+.1f} (margin -1.0)")
+    else:
+        missing = [r for r in (variant, "table2_3") if (r, "FG-0") not in stats.index]
+        row("within 1 point of row 3 at FG-0 (goal b)", OPEN,
+            f"not run yet: {', '.join(missing)}")
+    parts = [compare(stats, variant, "blade", lv) for lv in ("FG-2", "FG-3")]
+    row("beats the paper's recipe at FG-2 and FG-3 beyond the seed range (goal c)",
+        combine([p["verdict"] for p in parts]), "; ".join(p["text"] for p in parts))
+    return rows

@@ -94,6 +94,41 @@ def wrong_instance(pred: torch.Tensor, gt_all: torch.Tensor, own: torch.Tensor) 
     return iou.amax(1) > own_iou if g.shape[0] > 1 else torch.zeros(len(pred), dtype=torch.bool)
 
 
+def expansion_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict:
+    """Does a mask expand too little or too much? pred, gt [k,H,W] bool (predicted and true
+    amodal masks) -> per object ``area_ratio`` = |pred| / |gt|, ``precision`` =
+    |pred & gt| / |pred| (0 for an empty prediction) and ``recall`` = |pred & gt| / |gt|, each a
+    [k] tensor. IoU alone cannot tell a mask that is too small from one too large; these can."""
+    p, g = pred.flatten(1).float(), gt.flatten(1).float()
+    inter, area_p, area_g = (p * g).sum(1), p.sum(1), g.sum(1).clamp(min=1)
+    return {"area_ratio": area_p / area_g, "precision": inter / area_p.clamp(min=1),
+            "recall": inter / area_g}
+
+
+@torch.no_grad()
+def expansion(model, dataset, scenes: int | None = None, threshold: float = 0.5,
+              prompt: str = "box"):
+    """``expansion_scores`` of every evaluated object of the first ``scenes`` items of an
+    eval-mode dataset, the model given its test box (B_test); a DataFrame with ``level``
+    (FG-k), ``area_ratio``, ``precision``, ``recall``. Summarise per level with the median
+    area ratio (skewed) and the mean precision and recall, as ``results/expansion.py`` does."""
+    import pandas as pd
+
+    kind = test_box_kind(model)
+    rows = []
+    for i in range(len(dataset) if scenes is None else min(scenes, len(dataset))):
+        item = dataset[i]
+        keep = item["evaluated"].nonzero().flatten()
+        if not len(keep):
+            continue
+        out = predict_one(model, item["image"], item[f"{kind}_boxes"][keep], prompt=prompt)
+        s = expansion_scores(out["masks"] > threshold, item["amodal_masks"][keep])
+        for j, k in enumerate(keep.tolist()):
+            rows.append({"level": f"FG-{int(item['levels'][k])}",
+                         **{name: float(v[j]) for name, v in s.items()}})
+    return pd.DataFrame(rows, columns=["level", "area_ratio", "precision", "recall"])
+
+
 @torch.no_grad()
 def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | None = None,
                   prompt: str = "box") -> list:

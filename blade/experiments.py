@@ -311,10 +311,11 @@ def collect_runs(results_dir: str, prompt: str = "box"):
 
 def write_verdicts(results_root: str = "results") -> str | None:
     """``results_root/verdicts.csv``: every claim of ``blade.claims.STUDY_CLAIMS`` for every
-    setting (a folder of ``results_root`` holding run results) and protocol."""
+    setting (a folder of ``results_root`` holding run results) and protocol, and issue 13's goal
+    (``blade.claims.variant_goal``) for every connectivity variant that has results there."""
     import pandas as pd
 
-    from .claims import study_verdicts
+    from .claims import study_verdicts, variant_goal
 
     rows = []
     for setting in sorted(os.listdir(results_root)):
@@ -324,6 +325,9 @@ def write_verdicts(results_root: str = "results") -> str | None:
             tidy = collect_runs(os.path.join(results_root, setting), prompt)
             if not tidy.empty:
                 rows += study_verdicts(tidy, setting, prompt)
+                for variant in VARIANTS:  # issue 13's goal, for each variant that has run
+                    if variant in set(tidy["base"]):
+                        rows += variant_goal(tidy, variant, setting, prompt)
     if not rows:
         return None
     path = os.path.join(results_root, "verdicts.csv")

@@ -17,27 +17,7 @@ import torch
 
 from blade.data import AmodalDataset
 from blade.engine import load_model
-from blade.evaluate import predict_one, test_box_kind
-
-
-def expansion_rows(model, val, scenes: int, run: str) -> list:
-    kind = test_box_kind(model)
-    rows = []
-    for i in range(min(scenes, len(val))):
-        item = val[i]
-        keep = item["evaluated"].nonzero().flatten()
-        if not len(keep):
-            continue
-        out = predict_one(model, item["image"], item[f"{kind}_boxes"][keep])
-        pred = (out["masks"] > 0.5).flatten(1).float()  # [n, H*W]
-        gt = item["amodal_masks"][keep].flatten(1).float()
-        inter = (pred * gt).sum(1)
-        for j, k in enumerate(keep.tolist()):
-            rows.append({"run": run, "level": f"FG-{int(item['levels'][k])}",
-                         "area_ratio": float(pred[j].sum() / gt[j].sum()),
-                         "precision": float(inter[j] / pred[j].sum().clamp(min=1)),
-                         "recall": float(inter[j] / gt[j].sum())})
-    return rows
+from blade.evaluate import expansion
 
 
 def main():
@@ -46,6 +26,9 @@ def main():
     p.add_argument("--runs-dir", default="runs/experiments/cpu")
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--scenes", type=int, default=80, help="first N validation scenes")
+    p.add_argument("--prompt", default="box", choices=("box", "detections"),
+                   help="how each box picks its masks (the committed expansion.txt predates the "
+                        "box prompt: it used the detections rule)")
     args = p.parse_args()
     val = AmodalDataset(os.path.join(args.data, "val.json"), os.path.join(args.data, "val"),
                         mode="eval", protocol="synthetic")
@@ -53,10 +36,10 @@ def main():
     with torch.no_grad():
         for run in args.runs:
             model, _ = load_model(os.path.join(args.runs_dir, run, "checkpoints", "last.pt"))
-            model.eval()
-            rows += expansion_rows(model, val, args.scenes, run)
-    df = pd.DataFrame(rows)
-    print(f"# python results/expansion.py --scenes {args.scenes} {' '.join(args.runs)}")
+            rows.append(expansion(model, val, args.scenes, prompt=args.prompt).assign(run=run))
+    df = pd.concat(rows, ignore_index=True)
+    print(f"# python results/expansion.py --scenes {args.scenes} --prompt {args.prompt} "
+          f"{' '.join(args.runs)}")
     print(f"# first {args.scenes} validation scenes of {args.data}; area_ratio: median of "
           f"predicted / true amodal area; precision, recall: means over objects")
     table = df.groupby(["run", "level"], sort=False).agg(

@@ -73,6 +73,23 @@ def test_wrong_instance_by_hand():
     assert wrong_instance(pred[:0], gt, torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
+def test_expansion_scores_by_hand():
+    """On a 1x10 row, truth = pixels 2-5 (4 px). Prediction 0 = pixels 1-8 (8 px, all 4 true
+    ones inside): area ratio 2, precision 0.5, recall 1 (overshoot). Prediction 1 = pixels 2-3:
+    ratio 0.5, precision 1, recall 0.5 (too small). Prediction 2 empty: 0, 0, 0."""
+    from blade.evaluate import expansion_scores
+
+    gt = torch.zeros(3, 1, 10, dtype=torch.bool)
+    gt[:, 0, 2:6] = True
+    pred = torch.zeros(3, 1, 10, dtype=torch.bool)
+    pred[0, 0, 1:9] = True
+    pred[1, 0, 2:4] = True
+    s = expansion_scores(pred, gt)
+    assert s["area_ratio"].tolist() == [2.0, 0.5, 0.0]
+    assert s["precision"].tolist() == [0.5, 1.0, 0.0]
+    assert s["recall"].tolist() == [1.0, 0.5, 0.0]
+
+
 def test_summary_is_the_mean_of_level_means():
     rows = [{"level": 0, "iou_amodal": 1.0}, {"level": 0, "iou_amodal": 0.0},
             {"level": 0, "iou_amodal": 0.5}, {"level": 2, "iou_amodal": 0.2}]
