@@ -309,16 +309,15 @@ def collect_runs(results_dir: str, prompt: str = "box"):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_verdicts(results_root: str = "results") -> str | None:
-    """``results_root/verdicts.csv``: every claim of ``blade.claims.STUDY_CLAIMS`` for every
-    setting (a folder of ``results_root`` holding run results) and protocol, and issue 13's goal
-    (``blade.claims.variant_goal``) for every connectivity variant that has results there."""
-    import pandas as pd
-
+def verdict_rows(results_root: str = "results") -> list:
+    """Every claim of ``blade.claims.STUDY_CLAIMS`` for every setting (a folder of
+    ``results_root`` holding run results, ``smoke`` excepted) and protocol, and issue 13's goal
+    (``blade.claims.variant_goal``) for every connectivity variant that has results there: rows
+    of claim, setting, protocol, verdict, evidence."""
     from .claims import study_verdicts, variant_goal
 
     rows = []
-    for setting in sorted(os.listdir(results_root)):
+    for setting in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
         if setting == "smoke" or not os.path.isdir(os.path.join(results_root, setting)):
             continue
         for prompt in PROMPTS:
@@ -328,6 +327,14 @@ def write_verdicts(results_root: str = "results") -> str | None:
                 for variant in VARIANTS:  # issue 13's goal, for each variant that has run
                     if variant in set(tidy["base"]):
                         rows += variant_goal(tidy, variant, setting, prompt)
+    return rows
+
+
+def write_verdicts(results_root: str = "results") -> str | None:
+    """``results_root/verdicts.csv`` with the ``verdict_rows``; None when there is nothing."""
+    import pandas as pd
+
+    rows = verdict_rows(results_root)
     if not rows:
         return None
     path = os.path.join(results_root, "verdicts.csv")
