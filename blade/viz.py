@@ -311,3 +311,58 @@ def failure_view(model, dataset, rows, rank: int = 0, sort_by: str = "iou_amodal
              f"{'matched a detection' if row['matched'] else 'fallback location'}",
              ha="center", fontsize=9)
     return fig
+
+
+# the blocks of the paper's Fig. 2: name -> (x, y centre, text, colour); arrows between them
+_DIAGRAM_BLOCKS = {
+    "image": (0.06, 0.55, "image\n+ B_v, B_a, c\n(training)", "#dddddd"),
+    "fpn": (0.22, 0.55, "backbone\n+ FPN\nP3-P7", "#c7dcef"),
+    "fcos": (0.40, 0.82, "FCOS head\ncls, box, ctr\n+ controller", "#c7dcef"),
+    "branch": (0.40, 0.28, "mask branch\nF (16 ch, stride 8)\n+ rel. coords", "#c7dcef"),
+    "vis": (0.62, 0.80, "visible head\n$\\theta_v$", VISIBLE),
+    "amo": (0.62, 0.52, "amodal head\n$\\theta_a$, input + $m_v$", AMODAL),
+    "reg": (0.62, 0.22, "region head\n$\\theta_r$", REGION),
+    "fuse": (0.88, 0.52, "fusion (Eq. 2)\n$m = m_a m_r$\n$+ m_v (1 - m_r)$", "#f2f2f2"),
+}
+_DIAGRAM_ARROWS = [("image", "fpn", ""), ("fpn", "fcos", ""), ("fpn", "branch", "P3-P5"),
+                   ("fcos", "vis", "$\\theta$ per object"), ("fcos", "amo", ""),
+                   ("fcos", "reg", ""), ("branch", "vis", ""), ("branch", "amo", ""),
+                   ("branch", "reg", ""), ("vis", "amo", "$m_v$"), ("vis", "fuse", "$m_v$"),
+                   ("amo", "fuse", "$m_a$"), ("reg", "fuse", "$m_r$")]
+_DIAGRAM_LOSSES = {"vis": "projection + pairwise on $B_v$", "amo":
+                   "projection + pairwise on $B_a$\n+ connectivity $l_{ne} + l_{un}$ in R",
+                   "reg": "BCE on the bitmask of R (Eq. 7)", "fcos": "FCOS losses on the boxes"}
+
+
+def draw_blade_diagram(ax, losses: bool = True):
+    """The paper's Fig. 2 as a block diagram: backbone and FPN, the FCOS head whose controller
+    gives every object the parameters of three dynamic heads (visible, amodal with m_v as an
+    extra input, region) over the shared mask features, and the fusion of Eq. 2; with
+    ``losses``, the supervision of each head in grey."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_axis_off()
+    w, h = 0.13, 0.16
+    for x, y, text, color in _DIAGRAM_BLOCKS.values():
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.01",
+                                    facecolor=color, alpha=0.35, edgecolor="black", lw=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
+    for a, b, label in _DIAGRAM_ARROWS:
+        (xa, ya), (xb, yb) = _DIAGRAM_BLOCKS[a][:2], _DIAGRAM_BLOCKS[b][:2]
+        start = (xa + w / 2, ya) if xb > xa + 0.05 else (xa, ya - h / 2 if yb < ya else ya + h / 2)
+        end = (xb - w / 2, yb) if xb > xa + 0.05 else (xb, yb + h / 2 if yb < ya else yb - h / 2)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9, lw=0.8,
+                                     color="#444444", shrinkA=0, shrinkB=0))
+        if label:
+            vertical = abs(end[0] - start[0]) < 0.01  # label beside it, not across the text
+            ax.text((start[0] + end[0]) / 2 + (0.012 if vertical else 0),
+                    (start[1] + end[1]) / 2 + (0 if vertical else 0.02), label, fontsize=7,
+                    ha="left" if vertical else "center", color="#444444")
+    if losses:
+        for name, text in _DIAGRAM_LOSSES.items():
+            x, y = _DIAGRAM_BLOCKS[name][:2]
+            ax.text(x, y - h / 2 - 0.015, text, ha="center", va="top", fontsize=6.5,
+                    color="#666666", style="italic")
+    return ax

@@ -191,3 +191,19 @@ def test_result_plots_return_their_ax(ds):
     assert list(viz.show_qualitative_row(axes, item, 0, [pred, pred])) == list(axes)
     assert axes[1].texts[0].get_text() == "IoU 1.00"  # the ground truth scores 1
     plt.close(fig)
+
+
+def test_blade_diagram_draws_every_block_and_arrow():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    from blade.viz import _DIAGRAM_ARROWS, _DIAGRAM_BLOCKS, draw_blade_diagram
+
+    fig, ax = plt.subplots()
+    assert draw_blade_diagram(ax) is ax
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(boxes) == len(_DIAGRAM_BLOCKS) and len(arrows) == len(_DIAGRAM_ARROWS)
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "fusion (Eq. 2)" in texts and "connectivity" in texts
+    plt.close(fig)
