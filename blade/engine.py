@@ -311,10 +311,11 @@ def export_weights(src: str, dst: str, half: bool = True, note: str | None = Non
 
 def find_checkpoint(root: str = ".", candidates=None) -> str | None:
     """The first checkpoint that exists among the runs a user makes first (``make demo``,
-    notebook 05 / ``blade.train --out runs/cpu``, the experiments' BLADE run) and, last, the
+    notebook 05, ``blade.train --out runs/cpu``, the experiments' BLADE run) and, last, the
     small committed one (``checkpoints/blade_cpu_seed0.pt``); paths relative to ``root`` (the
     repository). ``None`` if there is none."""
-    candidates = candidates or ("runs/demo/run/checkpoints/last.pt", "runs/cpu/checkpoints/last.pt",
+    candidates = candidates or ("runs/demo/run/checkpoints/last.pt", "runs/nb05_cpu/checkpoints/last.pt",
+                                "runs/cpu/checkpoints/last.pt",
                                 "runs/experiments/cpu/blade/checkpoints/last.pt",
                                 COMMITTED_CHECKPOINT)
     for rel in candidates:

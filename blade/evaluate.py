@@ -243,6 +243,34 @@ def summarize(rows, columns=None, by: str = "level"):
     return table
 
 
+def bootstrap_levels(rows, value: str = "iou_amodal", n: int = 1000, seed: int = 0,
+                     ci: float = 0.95):
+    """Uncertainty of the per-level means over the objects: resample each level's objects with
+    replacement ``n`` times (a percentile bootstrap, seeded) and report, per level and for the
+    mean of the level means, the observed value and the ``ci`` interval, in the units of
+    ``value``. It measures how much the numbers would move with other validation objects of the
+    same kind, not with another training run (that is the seed spread, notebook 09)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ValueError("no evaluated objects to bootstrap")
+    rng = np.random.default_rng(seed)
+    lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
+    out, draws = {}, []
+    for level, group in df.groupby("level"):
+        x = group[value].to_numpy(dtype=np.float64)
+        means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)  # [n]
+        draws.append(means)
+        out[f"FG-{level}"] = (x.mean(), *np.quantile(means, [lo_q, hi_q]), len(x))
+    level_means = np.stack(draws).mean(axis=0)  # the headline, recomputed per draw
+    observed = np.mean([v[0] for v in out.values()])
+    out["mean"] = (observed, *np.quantile(level_means, [lo_q, hi_q]), len(df))
+    table = pd.DataFrame.from_dict(out, orient="index", columns=[value, "low", "high", "objects"])
+    table["objects"] = table["objects"].astype(int)
+    return table
+
+
 # -- COCO AP -------------------------------------------------------------------------------------
 @torch.no_grad()
 def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = False,

@@ -226,3 +226,23 @@ def test_cli_refuses_class_aware_scoring_on_foreign_classes(fixtures_dir, smoke_
     with pytest.raises(SystemExit, match="does not exist"):
         main(["--checkpoint", str(tmp_path / "none.pt"), "--ann", ann, "--images", fixtures_dir,
               "--out", str(tmp_path / "c")])
+
+
+def test_bootstrap_levels_by_hand():
+    """A level whose objects all score 0.5 has no uncertainty; a level of 0s and 1s (half each)
+    has mean 0.5 and a 95 % interval that contains it and is about +-1.96 * 0.5 / sqrt(n) wide;
+    the headline is the mean of the level means. Seeded: the same rows give the same table."""
+    from blade.evaluate import bootstrap_levels
+
+    n = 400
+    rows = ([{"level": 0, "iou_amodal": 0.5}] * 50
+            + [{"level": 3, "iou_amodal": float(i % 2)} for i in range(n)])
+    t = bootstrap_levels(rows, n=2000)
+    assert t.loc["FG-0", ["iou_amodal", "low", "high"]].tolist() == [0.5, 0.5, 0.5]
+    half = 1.96 * 0.5 / n ** 0.5  # 0.049
+    assert t.loc["FG-3", "iou_amodal"] == 0.5
+    assert 0.5 - 1.3 * half < t.loc["FG-3", "low"] < 0.5 - 0.7 * half
+    assert 0.5 + 0.7 * half < t.loc["FG-3", "high"] < 0.5 + 1.3 * half
+    assert t.loc["mean", "iou_amodal"] == 0.5 and t.loc["mean", "objects"] == n + 50
+    assert t.loc["mean", "high"] - t.loc["mean", "low"] < t.loc["FG-3", "high"] - t.loc["FG-3", "low"]
+    assert t.equals(bootstrap_levels(rows, n=2000))
