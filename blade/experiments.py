@@ -474,7 +474,15 @@ def write_qualitative(results_dir: str, figures_dir: str, data: str,
         viz.show_qualitative_row(axes[r], item, k, preds)
     for c, title in enumerate(cols):
         axes[0, c].set_title(title, fontsize=9)
-    fig.tight_layout()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=viz.VISIBLE, alpha=0.45, label="true visible mask"),
+                        Line2D([], [], color=viz.AMODAL, label="true amodal outline"),
+                        Patch(color=viz.OCCLUDED, alpha=0.5, label="predicted amodal mask "
+                              "(m > 0.5), IoU in the corner")],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     out = os.path.join(figures_dir, "qualitative.png")
     viz.savefig(fig, out)
     plt.close(fig)
