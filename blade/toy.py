@@ -247,6 +247,38 @@ def variant_study(seeds=(0, 1, 2), allows=("box", "region", "hidden"), modes=M_V
     return pd.DataFrame(rows)
 
 
+NE_ALLOWS = ("box", "region", "hidden")  # LossConfig.ne_allow: the paper's Eq. 11, then the kit's
+
+
+def variants_view(cases: dict, m_v: str = "truth", ne_dilation: int = 2, alpha_con: float = 1.0,
+                  steps: int = 300, seed: int = 0):
+    """Notebook 03's variant explorer (issue 13): for each toy of ``cases`` (name -> toy
+    instance, e.g. an occluded one and an unoccluded one that has an R), the free amodal map
+    optimised under the paper's terms with each ``ne_allow`` of ``NE_ALLOWS``, side by side;
+    m_v perturbed as ``perturb_visible(mode=m_v)``. Titles give the IoU, the share of the hidden
+    part recovered and the area outside the true mask. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if m_v not in M_V_MODES:
+        raise ValueError(f"m_v must be one of {M_V_MODES}, got {m_v!r}")
+    fig, axes = plt.subplots(len(cases), len(NE_ALLOWS), figsize=(3.6 * len(NE_ALLOWS),
+                                                                   3.2 * len(cases)),
+                             squeeze=False)
+    for r, (name, toy) in enumerate(cases.items()):
+        t = perturb_visible(toy, m_v, seed)
+        for c, allow in enumerate(NE_ALLOWS):
+            cfg = BandConfig(steps=steps, ne_allow=allow, ne_dilation=ne_dilation,
+                             alpha_con=alpha_con, snapshots=1)
+            res = optimize_mask(t, cfg, seed=seed)
+            draw_state(axes[r, c], t, res["m_a"], cfg.t)
+            s = res["scores"]
+            axes[r, c].set_title(f"{name}, ne_allow={allow}\nIoU {s['iou_amodal']:.2f}, hidden "
+                                 f"recovered {s['occluded_recovered']:.0%}, outside "
+                                 f"{s['outside_amodal']:.0%}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def active_band(m_a: torch.Tensor, toy: dict, t: float = 0.5) -> torch.Tensor:
     """[h,w] bool: pixels of R where m_a > t but the visible prediction is not, i.e. where the
     amodal mask has grown beyond what the visible branch sees."""

@@ -127,6 +127,28 @@ def band_explorer(toy: dict, steps: int = 200):
                     title="The active band (paper Fig. 4): change a knob, the map is re-optimised")
 
 
+def variants_explorer(cases: dict, steps: int = 200):
+    """Notebook 03, section 7: the connectivity variants side by side (``toy.variants_view``),
+    with the visible prediction's quality, the band width and the connectivity weight as
+    controls."""
+    import ipywidgets as W
+
+    from .toy import M_V_MODES, variants_view
+
+    controls = {
+        "m_v": W.Dropdown(options=list(M_V_MODES), value="truth", description="m_v"),
+        "ne_dilation": W.IntSlider(value=2, min=1, max=4, description="band gap",
+                                   continuous_update=False),
+        "alpha_con": W.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25,
+                                   description="α3 con", continuous_update=False),
+        "steps": W.IntSlider(value=steps, min=0, max=1000, step=50, description="iterations",
+                             continuous_update=False),
+    }
+    return explorer(functools.partial(variants_view, cases), controls,
+                    title="Where may the neighbour loss pull? box (paper), region (R), hidden "
+                          "(R minus B_v)")
+
+
 def failure_explorer(model, dataset, rows, sort_by: str = "iou_amodal"):
     """Notebook 06: step through the evaluated objects from the worst ``sort_by`` up
     (``viz.failure_view``)."""

@@ -78,3 +78,32 @@ def test_visible_perturbations_and_the_hidden_area_of_an_unoccluded_object():
     targets = {"region_masks": fg0["R"], "visible_box_masks": fg0["B_v"]}
     assert fg0["R"].sum() > 0 and expansion_area("hidden", targets).sum() == 0
     assert torch.equal(expansion_area("region", targets), fg0["R"])
+
+
+def test_variants_view_draws_every_case_and_variant():
+    import matplotlib.pyplot as plt
+
+    from blade.toy import NE_ALLOWS, toy_instance, variants_view
+
+    cases = {"occluded": toy_instance(seed=1),
+             "FG-0 with R": toy_instance(seed=1, min_occlusion=0.0, max_occlusion=0.0)}
+    fig = variants_view(cases, m_v="dilated", steps=5)
+    axes = fig.axes
+    assert len(axes) == len(cases) * len(NE_ALLOWS)
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].startswith("occluded, ne_allow=box") and "FG-0 with R, ne_allow=hidden" in titles[-1]
+    assert all("IoU" in t and "hidden recovered" in t for t in titles)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="m_v must be one of"):
+        variants_view(cases, m_v="blurred", steps=1)
+
+
+def test_variants_explorer_redraws_on_change():
+    from blade.toy import toy_instance
+    from blade.widgets import variants_explorer
+
+    box = variants_explorer({"occluded": toy_instance(seed=1)}, steps=5)
+    assert box.out.last_error is None
+    first = bytes(box.image.value)
+    box.controls["m_v"].value = "shrunk"
+    assert box.out.last_error is None and bytes(box.image.value) != first
