@@ -243,6 +243,29 @@ def summarize(rows, columns=None, by: str = "level"):
     return table
 
 
+def checkpoint_curve(paths, dataset, limit: int | None = None, prompt: str = "box",
+                     progress: bool = False):
+    """Validation IoU against training iteration: each checkpoint of ``paths`` (e.g. a run's
+    ``iter_*.pt``) evaluated with the paper's protocol on the first ``limit`` items of an
+    eval-mode dataset. Returns a tidy DataFrame: ``iteration``, ``level`` (FG-k and ``mean``),
+    ``iou_amodal``, ``iou_visible``, ``objects``; one block per checkpoint, in iteration order.
+    Answers "would longer training help?" for one run."""
+    import pandas as pd
+
+    from .engine import load_model
+
+    frames = []
+    for path in paths:
+        model, ckpt = load_model(path)
+        levels = summarize(evaluate(model, dataset, limit=limit, progress=progress, prompt=prompt))
+        frames.append(levels[["objects", "iou_amodal", "iou_visible"]].rename_axis("level")
+                      .reset_index().assign(iteration=int(ckpt["iteration"])))
+    if not frames:
+        return pd.DataFrame(columns=["iteration", "level", "iou_amodal", "iou_visible", "objects"])
+    out = pd.concat(frames, ignore_index=True).sort_values("iteration", kind="stable")
+    return out[["iteration", "level", "iou_amodal", "iou_visible", "objects"]].reset_index(drop=True)
+
+
 def bootstrap_levels(rows, value: str = "iou_amodal", n: int = 1000, seed: int = 0,
                      ci: float = 0.95):
     """Uncertainty of the per-level means over the objects: resample each level's objects with

@@ -246,3 +246,26 @@ def test_bootstrap_levels_by_hand():
     assert t.loc["mean", "iou_amodal"] == 0.5 and t.loc["mean", "objects"] == n + 50
     assert t.loc["mean", "high"] - t.loc["mean", "low"] < t.loc["FG-3", "high"] - t.loc["FG-3", "low"]
     assert t.equals(bootstrap_levels(rows, n=2000))
+
+
+def test_checkpoint_curve_orders_checkpoints_by_iteration(synthetic_dir, tmp_path):
+    """Two checkpoints of one smoke run, given out of order: one block per checkpoint, in
+    iteration order, each equal to that checkpoint's own summarize(evaluate(...))."""
+    from blade.config import preset
+    from blade.data import AmodalDataset
+    from blade.engine import load_model, train
+    from blade.evaluate import checkpoint_curve, evaluate
+
+    train(preset("smoke", iterations=4, checkpoint_every=2),
+          os.path.join(synthetic_dir, "train.json"), os.path.join(synthetic_dir, "train"),
+          str(tmp_path), progress=False)
+    paths = [str(tmp_path / "checkpoints" / f"iter_{i:07d}.pt") for i in (4, 2)]
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval")
+    curve = checkpoint_curve(paths, val, limit=2)
+    assert list(dict.fromkeys(curve["iteration"])) == [2, 4]
+    model, _ = load_model(paths[1])
+    own = summarize(evaluate(model, val, limit=2, progress=False))
+    block = curve[curve["iteration"] == 2].set_index("level")
+    assert block.loc["mean", "iou_amodal"] == pytest.approx(own.loc["mean", "iou_amodal"])
+    assert list(block.index) == list(own.index)
