@@ -102,6 +102,7 @@ def format_claims(claims) -> str:
 
 # -- verdicts that weigh seed noise (issue 12) --------------------------------------------------
 HOLDS, FAILS, NOISE, OPEN = "holds", "does not hold", "within seed noise", "open"
+PROTOCOL = "depends on the protocol"  # the two protocols give different verdicts
 
 # The paper's main claims as comparisons "run A beats run B at level L" (A, B: run names
 # without seed suffix). A claim with several comparisons holds when all of them hold.
@@ -228,3 +229,23 @@ def variant_goal(tidy, variant: str, setting: str, protocol: str) -> list:
     row("beats the paper's recipe at FG-2 and FG-3 beyond the seed range (goal c)",
         combine([p["verdict"] for p in parts]), "; ".join(p["text"] for p in parts))
     return rows
+
+
+def across_protocols(rows: list) -> list:
+    """One more row per (claim, setting) judged under both protocols, with protocol "both":
+    the common verdict where they agree; open where either is open; otherwise "depends on the
+    protocol" (``PROTOCOL``): then the claim is about which location answers the test box, not
+    about the method. The evidence lists the two verdicts."""
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["claim"], r["setting"]), {})[r["protocol"]] = r["verdict"]
+    out = []
+    for (claim, setting), v in by_key.items():
+        if len(v) < 2:
+            continue
+        verdicts = set(v.values())
+        both = (verdicts.pop() if len(verdicts) == 1 else OPEN if OPEN in v.values()
+                else PROTOCOL)
+        out.append({"claim": claim, "setting": setting, "protocol": "both", "verdict": both,
+                    "evidence": "; ".join(f"{p}: {x}" for p, x in sorted(v.items()))})
+    return out

@@ -312,9 +312,10 @@ def collect_runs(results_dir: str, prompt: str = "box"):
 def verdict_rows(results_root: str = "results") -> list:
     """Every claim of ``blade.claims.STUDY_CLAIMS`` for every setting (a folder of
     ``results_root`` holding run results, ``smoke`` excepted) and protocol, and issue 13's goal
-    (``blade.claims.variant_goal``) for every connectivity variant that has results there: rows
-    of claim, setting, protocol, verdict, evidence."""
-    from .claims import study_verdicts, variant_goal
+    (``blade.claims.variant_goal``) for every connectivity variant that has results there, and
+    per claim and setting the verdict across both protocols (``blade.claims.across_protocols``,
+    protocol "both"): rows of claim, setting, protocol, verdict, evidence."""
+    from .claims import across_protocols, study_verdicts, variant_goal
 
     rows = []
     for setting in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
@@ -327,7 +328,7 @@ def verdict_rows(results_root: str = "results") -> list:
                 for variant in VARIANTS:  # issue 13's goal, for each variant that has run
                     if variant in set(tidy["base"]):
                         rows += variant_goal(tidy, variant, setting, prompt)
-    return rows
+    return rows + across_protocols(rows)
 
 
 def write_verdicts(results_root: str = "results") -> str | None:

@@ -306,3 +306,20 @@ def test_variant_goal_by_hand(tmp_path):
     v = pd.read_csv(ex.write_verdicts(str(tmp_path))).set_index("claim")
     assert v.loc["var_hidden: matches or beats BoxInst (B_a, known c) in the mean (goal a)",
                  "verdict"] == OPEN
+
+
+def test_verdicts_across_protocols_by_hand():
+    from blade.claims import FAILS, HOLDS, OPEN, PROTOCOL, across_protocols
+
+    def row(claim, protocol, verdict):
+        return {"claim": claim, "setting": "cpu", "protocol": protocol, "verdict": verdict,
+                "evidence": ""}
+
+    rows = [row("a", "box", HOLDS), row("a", "detections", HOLDS),
+            row("b", "box", HOLDS), row("b", "detections", FAILS),
+            row("c", "box", OPEN), row("c", "detections", FAILS),
+            row("d", "box", HOLDS)]  # one protocol only: no "both" row
+    both = {r["claim"]: r for r in across_protocols(rows)}
+    assert {k: v["verdict"] for k, v in both.items()} == {"a": HOLDS, "b": PROTOCOL, "c": OPEN}
+    assert both["b"]["evidence"] == "box: holds; detections: does not hold"
+    assert all(r["protocol"] == "both" for r in both.values())
