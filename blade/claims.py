@@ -232,10 +232,10 @@ def variant_goal(tidy, variant: str, setting: str, protocol: str) -> list:
 
 
 def across_protocols(rows: list) -> list:
-    """One more row per (claim, setting) judged under both protocols, with protocol "both":
-    the common verdict where they agree; open where either is open; otherwise "depends on the
-    protocol" (``PROTOCOL``): then the claim is about which location answers the test box, not
-    about the method. The evidence lists the two verdicts."""
+    """One more row per (claim, setting) judged under two or more protocols, with protocol
+    "all": the common verdict where they agree; open where any is open; otherwise "depends on
+    the protocol" (``PROTOCOL``): then the claim is about which location answers the test box,
+    not about the method. The evidence lists the verdicts."""
     by_key = {}
     for r in rows:
         by_key.setdefault((r["claim"], r["setting"]), {})[r["protocol"]] = r["verdict"]
@@ -246,6 +246,6 @@ def across_protocols(rows: list) -> list:
         verdicts = set(v.values())
         both = (verdicts.pop() if len(verdicts) == 1 else OPEN if OPEN in v.values()
                 else PROTOCOL)
-        out.append({"claim": claim, "setting": setting, "protocol": "both", "verdict": both,
+        out.append({"claim": claim, "setting": setting, "protocol": "all", "verdict": both,
                     "evidence": "; ".join(f"{p}: {x}" for p, x in sorted(v.items()))})
     return out

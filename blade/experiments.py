@@ -11,11 +11,11 @@ Every method is a configuration of the same network, engine, data and budget; ru
 their configurations live in :mod:`blade.runs`, the claim checks and verdicts in
 :mod:`blade.claims`; this module trains, evaluates, collects and draws. A run trains into
 ``RUNS/<preset>/<name>`` (resuming a partial run from its last checkpoint), is evaluated on
-the validation split with :mod:`blade.evaluate` under both protocols (``PROMPTS``), and leaves
-its results in ``RESULTS/<name>/`` (detections prompt) and ``RESULTS/<name>/box/`` (box prompt,
-the headline): ``objects.csv``, ``levels.csv``, ``cells.csv``, ``metrics.json``,
+the validation split with :mod:`blade.evaluate` under every protocol (``PROMPTS``), and leaves
+its results in ``RESULTS/<name>/`` (detections prompt), ``RESULTS/<name>/box/`` (box prompt,
+the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``, ``cells.csv``, ``metrics.json``,
 ``qualitative.json``, ``meta.json`` with the command, date, machine and wall time. A run whose
-``levels.csv`` exist under both is skipped, so a long series can be stopped (Ctrl-C, or
+``levels.csv`` exist under every protocol is skipped, so a long series can be stopped (Ctrl-C, or
 ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
 and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
 
@@ -41,11 +41,13 @@ from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F
                    TABLE2_ORDER, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, Method, method,
                    run_label, run_overrides, split_seed, table_runs)
 
-# Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with both.
+# Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with each.
 # A run's folder holds the "detections" results at its top (the kit's first protocol, kept
-# where the committed results always were) and the "box" results, the headline, in ``box/``.
-PROMPTS = ("box", "detections")
-PROMPT_DIRS = {"detections": "", "box": "box"}
+# where the committed results always were), the "box" results, the headline, in ``box/``, and
+# the "box_match" results (added after the box prompt's wrong-instance rate was measured) in
+# ``box_match/``.
+PROMPTS = ("box", "detections", "box_match")
+PROMPT_DIRS = {"detections": "", "box": "box", "box_match": "box_match"}
 
 
 def prompt_dir(res: str, prompt: str) -> str:
@@ -112,11 +114,11 @@ def machine() -> str:
 def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: str,
             progress: bool = True, max_steps: int | None = None, limit: int | None = None,
             coco: bool = True, command: str = "") -> str:
-    """Train (or resume) and evaluate one run under both protocols. Returns 'skipped',
+    """Train (or resume) and evaluate one run under every protocol. Returns 'skipped',
     'partial' or 'done'.
 
-    A run is finished when both protocols have results. One with results under one protocol
-    only (results written before the box prompt existed) is evaluated under the other from
+    A run is finished when every protocol has results. One with results under some protocols
+    only (results written before a prompt existed) is evaluated under the others from
     its checkpoint; without the checkpoint it is trained again and *both* are rewritten, so
     that every file of a run folder comes from one checkpoint (``meta.json`` says so)."""
     import torch
@@ -313,8 +315,8 @@ def verdict_rows(results_root: str = "results") -> list:
     """Every claim of ``blade.claims.STUDY_CLAIMS`` for every setting (a folder of
     ``results_root`` holding run results, ``smoke`` excepted) and protocol, and issue 13's goal
     (``blade.claims.variant_goal``) for every connectivity variant that has results there, and
-    per claim and setting the verdict across both protocols (``blade.claims.across_protocols``,
-    protocol "both"): rows of claim, setting, protocol, verdict, evidence."""
+    per claim and setting the verdict across the protocols (``blade.claims.across_protocols``,
+    protocol "all"): rows of claim, setting, protocol, verdict, evidence."""
     from .claims import across_protocols, study_verdicts, variant_goal
 
     rows = []
@@ -539,14 +541,14 @@ def _main(argv):
                    help="evaluate only N val images")
     p.add_argument("--no-coco", action="store_true")
     p.add_argument("--prompt", default="box", choices=PROMPTS,
-                   help="protocol of the printed tables (both are always evaluated and written)")
+                   help="protocol of the printed tables (all are always evaluated and written)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     results = args.results or os.path.join("results", args.preset)
     figures = args.figures or os.path.join("figures", args.preset)
     runs_dir = os.path.join(args.runs, args.preset)
     command = "python -m blade.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.what == "verdicts":  # every setting under results/, both protocols
+    if args.what == "verdicts":  # every setting under results/, every protocol
         path = write_verdicts(os.path.dirname(results.rstrip("/")) or ".")
         print(f"wrote {path}" if path else "no results to judge")
         return

@@ -322,4 +322,4 @@ def test_verdicts_across_protocols_by_hand():
     both = {r["claim"]: r for r in across_protocols(rows)}
     assert {k: v["verdict"] for k, v in both.items()} == {"a": HOLDS, "b": PROTOCOL, "c": OPEN}
     assert both["b"]["evidence"] == "box: holds; detections: does not hold"
-    assert all(r["protocol"] == "both" for r in both.values())
+    assert all(r["protocol"] == "all" for r in both.values())

@@ -220,3 +220,41 @@ def test_box_prompt_does_not_depend_on_the_score_threshold(items):
     # one box asked alone gets the same answer as in company (boxes are independent)
     alone = model.predict([img], boxes=[given[1:2]], prompt="box")[0]
     assert torch.allclose(alone["masks"][0], box_high["masks"][1])
+
+
+def test_box_match_prompt_takes_the_candidate_whose_regressed_box_fits(items):
+    """Two candidate locations of one given box [32, 32, 96, 96] (one level, stride 8): location
+    0 has the better cls x ctr but regresses a box of another object ([0, 0, 40, 40]); location
+    1 regresses the given box itself. ``box`` takes location 0, ``box_match`` location 1; a
+    location outside the candidates is never taken, however well its box fits."""
+    model = BladeModel(preset("smoke")).eval()
+    anchors = torch.tensor([[56.0, 56.0, 64.0, 64.0],   # centre (60, 60): a candidate
+                            [64.0, 64.0, 72.0, 72.0],   # centre (68, 68): a candidate
+                            [0.0, 0.0, 8.0, 8.0]])     # centre (4, 4): outside the box
+    given = torch.tensor([[32.0, 32.0, 96.0, 96.0]])
+    regressed = torch.tensor([[0.0, 0.0, 40.0, 40.0], [32.0, 32.0, 96.0, 96.0],
+                              [32.0, 32.0, 96.0, 96.0]])
+    head_outputs = {
+        "cls_logits": torch.tensor([[[4.0], [1.0], [6.0]]]),  # [1, A, 1 class]
+        "bbox_ctrness": torch.tensor([[[4.0], [1.0], [6.0]]]),
+        "bbox_regression": model.box_coder.encode(anchors, regressed)[None],
+    }
+    n_per_level = [3]  # a single level: every size range open
+    cand = fcos_candidates(anchors, given, n_per_level)
+    assert cand.tolist() == [[True, True, False]]
+    box = model._prompt_boxes(given, head_outputs, [anchors], 0, n_per_level)
+    match = model._prompt_boxes(given, head_outputs, [anchors], 0, n_per_level, match=True)
+    assert box["anchor_idx"].tolist() == [0] and match["anchor_idx"].tolist() == [1]
+    assert match["matched"].tolist() == [True]
+
+
+def test_box_match_prompt_predicts_and_ignores_the_score_threshold(items):
+    model = BladeModel(preset("smoke")).eval()
+    img, given = items[0]["image"], items[0]["visible_boxes"]
+    model.score_thresh = 0.0
+    low = model.predict([img], boxes=[given], prompt="box_match")[0]
+    model.score_thresh = 1.5
+    high = model.predict([img], boxes=[given], prompt="box_match")[0]
+    assert low["masks"].shape == (len(given), *img.shape[-2:])
+    for key in ("masks", "scores", "labels", "matched"):
+        assert torch.equal(low[key], high[key]), key
