@@ -102,7 +102,7 @@ def format_claims(claims) -> str:
 
 # -- verdicts that weigh seed noise (issue 12) --------------------------------------------------
 HOLDS, FAILS, NOISE, OPEN = "holds", "does not hold", "within seed noise", "open"
-PROTOCOL = "depends on the protocol"  # the two protocols give different verdicts
+PROTOCOL = "depends on the protocol"  # the protocols give different verdicts
 
 # The paper's main claims as comparisons "run A beats run B at level L" (A, B: run names
 # without seed suffix). A claim with several comparisons holds when all of them hold.
