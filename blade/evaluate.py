@@ -52,10 +52,11 @@ import sys
 import numpy as np
 import torch
 
+from .model import PROMPTS  # noqa: F401 (how a given box picks its location; re-exported)
+
 LEVEL_COLUMNS = ("iou_amodal", "iou_amodal_cls", "iou_visible", "iou_occluded")
 # protocol diagnostics, summarised per level next to the IoUs where the rows have them
 RATE_COLUMNS = ("fallback", "wrong_instance")
-PROMPTS = ("box", "detections", "box_match")  # blade.model.PROMPTS
 
 
 def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

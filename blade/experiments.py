@@ -37,6 +37,7 @@ import sys
 import time
 
 from .claims import claims_table1, claims_table2, format_claims  # noqa: F401 (re-exported)
+from .model import PROMPTS  # noqa: F401 (re-exported)
 from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F401
                    TABLE2_ORDER, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, Method, method,
                    run_label, run_overrides, split_seed, table_runs)
@@ -46,7 +47,6 @@ from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F
 # where the committed results always were), the "box" results, the headline, in ``box/``, and
 # the "box_match" results (added after the box prompt's wrong-instance rate was measured) in
 # ``box_match/``.
-PROMPTS = ("box", "detections", "box_match")
 PROMPT_DIRS = {"detections": "", "box": "box", "box_match": "box_match"}
 
 
@@ -119,7 +119,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
 
     A run is finished when every protocol has results. One with results under some protocols
     only (results written before a prompt existed) is evaluated under the others from
-    its checkpoint; without the checkpoint it is trained again and *both* are rewritten, so
+    its checkpoint; without the checkpoint it is trained again and *all* are rewritten, so
     that every file of a run folder comes from one checkpoint (``meta.json`` says so)."""
     import torch
 
@@ -221,7 +221,7 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
 
 # -- tables and figures --------------------------------------------------------------------------
 def suffix(prompt: str) -> str:
-    """File-name suffix of a protocol's tables and figures ('' for detections, '_box')."""
+    """File-name suffix of a protocol's tables and figures ('' for detections, else _<prompt>)."""
     return "" if prompt == "detections" else f"_{prompt}"
 
 
@@ -247,51 +247,6 @@ def collect(results_dir: str, table: str, prompt: str = "detections"):
     return tidy, missing
 
 
-def collect_seeds(results_dir: str, prompt: str = "detections"):
-    """Tidy results of the seed study: for every run with a finished ``<run>_seed<N>`` in
-    ``results_dir``, its seed-0 run and every finished seed, one row per (run, level); columns
-    ``base``, ``seed`` added."""
-    import pandas as pd
-
-    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
-    seeded = [n for n in found if split_seed(n)[1] > 0
-              and finished(os.path.join(results_dir, n), prompt)]
-    frames = []
-    for base in dict.fromkeys(split_seed(n)[0] for n in SEEDS + seeded):
-        runs = [base] + sorted((n for n in seeded if split_seed(n)[0] == base),
-                               key=lambda n: split_seed(n)[1])
-        for run in runs:
-            path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
-            if os.path.exists(path):
-                df = pd.read_csv(path)
-                df.insert(0, "seed", split_seed(run)[1])
-                df.insert(0, "base", run_label(base))
-                df.insert(0, "run", run)
-                frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def collect_variants(results_dir: str, prompt: str = "box"):
-    """Tidy results of the variants table (``VARIANT_TABLE``, every finished seed of each):
-    one row per (run, level) with ``variant`` (label), ``run``, ``seed`` and the IoU columns."""
-    import pandas as pd
-
-    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
-    frames = []
-    for base in VARIANT_TABLE:
-        runs = [base] + sorted((n for n in found if split_seed(n)[0] == base
-                                and split_seed(n)[1] > 0), key=lambda n: split_seed(n)[1])
-        for run in runs:
-            path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
-            if os.path.exists(path):
-                df = pd.read_csv(path)
-                df.insert(0, "seed", split_seed(run)[1])
-                df.insert(0, "run", run)
-                df.insert(0, "variant", run_label(base))
-                frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def collect_runs(results_dir: str, prompt: str = "box"):
     """Every finished run of a setting under one protocol: one row per (run, level), columns
     ``run``, ``base`` (the name without seed suffix), ``seed`` and the IoU columns."""
@@ -309,6 +264,39 @@ def collect_runs(results_dir: str, prompt: str = "box"):
             df.insert(0, "run", run)
             frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _runs_of(tidy, bases: list):
+    """The rows of ``collect_runs`` whose base is in ``bases``, in that order, seeds ascending."""
+    if tidy.empty:
+        return tidy
+    order = {b: k for k, b in enumerate(bases)}
+    keep = tidy[tidy["base"].isin(order)]
+    key = keep["base"].map(order) * 10_000 + keep["seed"]
+    return keep.iloc[key.argsort(kind="stable")].reset_index(drop=True)
+
+
+def collect_seeds(results_dir: str, prompt: str = "detections"):
+    """Tidy results of the seed study: the runs of ``SEEDS`` and every run with a finished
+    ``<run>_seed<N>`` in ``results_dir``, each with its seed-0 run and every finished seed, one
+    row per (run, level); ``base`` holds the configuration's label, ``seed`` the seed."""
+    tidy = collect_runs(results_dir, prompt)
+    if tidy.empty:
+        return tidy
+    bases = list(dict.fromkeys([split_seed(n)[0] for n in SEEDS]
+                               + list(tidy.loc[tidy["seed"] > 0, "base"])))
+    out = _runs_of(tidy, bases)
+    return out.assign(base=out["base"].map(run_label))
+
+
+def collect_variants(results_dir: str, prompt: str = "box"):
+    """Tidy results of the variants table (``VARIANT_TABLE``, every finished seed of each):
+    one row per (run, level) with ``variant`` (label), ``run``, ``seed`` and the IoU columns."""
+    out = _runs_of(collect_runs(results_dir, prompt), list(VARIANT_TABLE))
+    if out.empty:
+        return out
+    return out.drop(columns="base").assign(
+        variant=out["base"].map(run_label))[["variant"] + [c for c in out if c != "base"]]
 
 
 def verdict_rows(results_root: str = "results") -> list:
@@ -373,9 +361,9 @@ def wide(tidy, key: str, value: str = "iou_amodal"):
 
 def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | None = None,
                              preset_name: str = "") -> list:
-    """results_dir/table{1,2}[_box].csv and seeds[_box].csv (tidy, one set per protocol: no
-    suffix for detections, ``_box`` for the box prompt) and their figures; returns the paths
-    written."""
+    """results_dir/table{1,2}[_<prompt>].csv, seeds[...].csv and variants[...].csv (tidy, one
+    set per protocol: no suffix for detections, ``_box``, ``_box_match``) and their figures;
+    returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +381,7 @@ def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | Non
 
 def _tables_and_figures(results_dir: str, figures_dir: str, preset_name: str,
                         prompt: str) -> list:
-    """table{1,2}[_box].csv, seeds[_box].csv and their figures for one protocol."""
+    """The tables and figures of ``write_tables_and_figures`` for one protocol."""
     import matplotlib.pyplot as plt
 
     from . import viz

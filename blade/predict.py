@@ -27,6 +27,7 @@ import torch
 
 
 def get_args_parser():
+    from .model import PROMPTS
     from .utils import CLIParser, finite_float
 
     p = CLIParser(prog="python -m blade.predict",
@@ -37,7 +38,7 @@ def get_args_parser():
                    help="visible box of an object (repeat for several)")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--json", help="also write the masks as COCO RLE to this JSON file")
-    p.add_argument("--prompt", default="box", choices=("box", "detections", "box_match"),
+    p.add_argument("--prompt", default="box", choices=PROMPTS,
                    help="how a --box picks its masks (see BladeModel.predict; default box)")
     p.add_argument("--threshold", type=finite_float(0.0, 1.0), default=0.5,
                    help="mask threshold in [0, 1] (default 0.5)")

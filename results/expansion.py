@@ -18,6 +18,7 @@ import torch
 from blade.data import AmodalDataset
 from blade.engine import load_model
 from blade.evaluate import expansion
+from blade.model import PROMPTS
 
 
 def main():
@@ -26,7 +27,7 @@ def main():
     p.add_argument("--runs-dir", default="runs/experiments/cpu")
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--scenes", type=int, default=80, help="first N validation scenes")
-    p.add_argument("--prompt", default="box", choices=("box", "detections", "box_match"),
+    p.add_argument("--prompt", default="box", choices=PROMPTS,
                    help="how each box picks its masks (the committed expansion.txt predates the "
                         "box prompt: it used the detections rule)")
     args = p.parse_args()
