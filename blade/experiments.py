@@ -9,12 +9,14 @@
 
 Every method is a configuration of the same network, engine, data and budget; run names and
 their configurations live in :mod:`blade.runs`, the claim checks and verdicts in
-:mod:`blade.claims`; this module trains, evaluates, collects and draws. A run trains into
+:mod:`blade.claims`, the reading of results back in :mod:`blade.collect` and the tables and
+figures in :mod:`blade.report` (their names are re-exported here); this module trains,
+evaluates and writes each run's results, and is the CLI. A run trains into
 ``RUNS/<preset>/<name>`` (resuming a partial run from its last checkpoint), is evaluated on
 the validation split with :mod:`blade.evaluate` under every protocol (``PROMPTS``), and leaves
 its results in ``RESULTS/<name>/`` (detections prompt), ``RESULTS/<name>/box/`` (box prompt,
-the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``, ``cells.csv``, ``metrics.json``,
-``qualitative.json``, ``meta.json`` with the command, date, machine and wall time. A run whose
+the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``,
+``cells.csv``, ``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date, machine and wall time. A run whose
 ``levels.csv`` exist under every protocol is skipped, so a long series can be stopped (Ctrl-C, or
 ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
 and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
@@ -41,24 +43,12 @@ from .model import PROMPTS  # noqa: F401 (re-exported)
 from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F401
                    TABLE2_ORDER, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, Method, method,
                    run_label, run_overrides, split_seed, table_runs)
-
-# Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with each.
-# A run's folder holds the "detections" results at its top (the kit's first protocol, kept
-# where the committed results always were), the "box" results, the headline, in ``box/``, and
-# the "box_match" results (added after the box prompt's wrong-instance rate was measured) in
-# ``box_match/``.
-PROMPT_DIRS = {"detections": "", "box": "box", "box_match": "box_match"}
-
-
-def prompt_dir(res: str, prompt: str) -> str:
-    """The folder of a run's results under one protocol."""
-    if prompt not in PROMPT_DIRS:
-        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
-    return os.path.join(res, PROMPT_DIRS[prompt]) if PROMPT_DIRS[prompt] else res
-
-
-def finished(res: str, prompt: str) -> bool:
-    return os.path.exists(os.path.join(prompt_dir(res, prompt), "levels.csv"))
+# reading results back and drawing them live in their own modules; the names are re-exported
+# here so that notebooks and users reach the whole study through ``blade.experiments``
+from .collect import (PROMPT_DIRS, collect, collect_runs, collect_seeds,  # noqa: F401
+                      collect_variants, data_paths, finished, prompt_dir, seed_spread, suffix,
+                      verdict_rows, wide, write_verdicts)
+from .report import write_qualitative, write_tables_and_figures  # noqa: F401
 
 
 # -- qualitative picks ---------------------------------------------------------------------------
@@ -97,16 +87,6 @@ def qualitative_masks(model, dataset, picks, test_box: str, prompt: str = "box")
 
 
 # -- one run -------------------------------------------------------------------------------------
-def _data_paths(data: str):
-    paths = {s: (os.path.join(data, f"{s}.json"), os.path.join(data, s)) for s in ("train", "val")}
-    for ann, images in paths.values():
-        for p in (ann, images):
-            if not os.path.exists(p):
-                raise SystemExit(f"error: {p} does not exist: --data must be a folder written "
-                                 f"by `python -m blade.data.synthetic --out {data}`")
-    return paths
-
-
 def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} {platform.system()}"
 
@@ -132,7 +112,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     todo = [p for p in PROMPTS if not finished(res, p)]
     if not todo:
         return "skipped"
-    paths = _data_paths(data)
+    paths = data_paths(data)
     if name in REFERENCES:
         return _run_reference(name, paths, res, limit, progress, command)
     cfg = preset(preset_name, **run_overrides(name))
@@ -218,266 +198,6 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
                        dict(meta, prompt=prompt), qualitative, t0)
     return "done"
 
-
-# -- tables and figures --------------------------------------------------------------------------
-def suffix(prompt: str) -> str:
-    """File-name suffix of a protocol's tables and figures ('' for detections, else _<prompt>)."""
-    return "" if prompt == "detections" else f"_{prompt}"
-
-
-def collect(results_dir: str, table: str, prompt: str = "detections"):
-    """Tidy results of a table's finished runs under one protocol: one row per (run, level)
-    with the IoU columns; runs without results are left out (``missing`` lists them)."""
-    import pandas as pd
-
-    frames, missing = [], []
-    names = TABLE1 if table == "table1" else list(TABLE2_RUNS)
-    for key in names:
-        run = key if table == "table1" else TABLE2_RUNS[key]
-        path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
-        if not os.path.exists(path):
-            missing.append(key)
-            continue
-        df = pd.read_csv(path)
-        df.insert(0, "run", run)
-        df.insert(0, "method" if table == "table1" else "row",
-                  method(key).label if table == "table1" else key)
-        frames.append(df)
-    tidy = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return tidy, missing
-
-
-def collect_runs(results_dir: str, prompt: str = "box"):
-    """Every finished run of a setting under one protocol: one row per (run, level), columns
-    ``run``, ``base`` (the name without seed suffix), ``seed`` and the IoU columns."""
-    import pandas as pd
-
-    found = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []
-    frames = []
-    for run in found:
-        path = os.path.join(prompt_dir(os.path.join(results_dir, run), prompt), "levels.csv")
-        if os.path.exists(path):
-            df = pd.read_csv(path)
-            base, seed = split_seed(run)
-            df.insert(0, "seed", seed)
-            df.insert(0, "base", base)
-            df.insert(0, "run", run)
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _runs_of(tidy, bases: list):
-    """The rows of ``collect_runs`` whose base is in ``bases``, in that order, seeds ascending."""
-    if tidy.empty:
-        return tidy
-    order = {b: k for k, b in enumerate(bases)}
-    keep = tidy[tidy["base"].isin(order)]
-    key = keep["base"].map(order) * 10_000 + keep["seed"]
-    return keep.iloc[key.argsort(kind="stable")].reset_index(drop=True)
-
-
-def collect_seeds(results_dir: str, prompt: str = "detections"):
-    """Tidy results of the seed study: the runs of ``SEEDS`` and every run with a finished
-    ``<run>_seed<N>`` in ``results_dir``, each with its seed-0 run and every finished seed, one
-    row per (run, level); ``base`` holds the configuration's label, ``seed`` the seed."""
-    tidy = collect_runs(results_dir, prompt)
-    if tidy.empty:
-        return tidy
-    bases = list(dict.fromkeys([split_seed(n)[0] for n in SEEDS]
-                               + list(tidy.loc[tidy["seed"] > 0, "base"])))
-    out = _runs_of(tidy, bases)
-    return out.assign(base=out["base"].map(run_label))
-
-
-def collect_variants(results_dir: str, prompt: str = "box"):
-    """Tidy results of the variants table (``VARIANT_TABLE``, every finished seed of each):
-    one row per (run, level) with ``variant`` (label), ``run``, ``seed`` and the IoU columns."""
-    out = _runs_of(collect_runs(results_dir, prompt), list(VARIANT_TABLE))
-    if out.empty:
-        return out
-    return out.drop(columns="base").assign(
-        variant=out["base"].map(run_label))[["variant"] + [c for c in out if c != "base"]]
-
-
-def verdict_rows(results_root: str = "results") -> list:
-    """Every claim of ``blade.claims.STUDY_CLAIMS`` for every setting (a folder of
-    ``results_root`` holding run results, ``smoke`` excepted) and protocol, and issue 13's goal
-    (``blade.claims.variant_goal``) for every connectivity variant that has results there, and
-    per claim and setting the verdict across the protocols (``blade.claims.across_protocols``,
-    protocol "all"): rows of claim, setting, protocol, verdict, evidence."""
-    from .claims import across_protocols, study_verdicts, variant_goal
-
-    rows = []
-    for setting in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
-        if setting == "smoke" or not os.path.isdir(os.path.join(results_root, setting)):
-            continue
-        for prompt in PROMPTS:
-            tidy = collect_runs(os.path.join(results_root, setting), prompt)
-            if not tidy.empty:
-                rows += study_verdicts(tidy, setting, prompt)
-                for variant in VARIANTS:  # issue 13's goal, for each variant that has run
-                    if variant in set(tidy["base"]):
-                        rows += variant_goal(tidy, variant, setting, prompt)
-    return rows + across_protocols(rows)
-
-
-def write_verdicts(results_root: str = "results") -> str | None:
-    """``results_root/verdicts.csv`` with the ``verdict_rows``; None when there is nothing."""
-    import pandas as pd
-
-    rows = verdict_rows(results_root)
-    if not rows:
-        return None
-    path = os.path.join(results_root, "verdicts.csv")
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def seed_spread(tidy, value: str = "iou_amodal"):
-    """Per configuration (rows ``(base, stat)``) and level (columns FG-0..FG-3, mean), in %:
-    the mean over seeds, the sample standard deviation and max - min; ``seeds`` counts them."""
-    import pandas as pd
-
-    t = tidy.pivot_table(index=["base", "seed"], columns="level", values=value) * 100
-    t = t[[c for c in LEVELS + ["mean"] if c in t.columns]]
-    parts = []
-    for base in dict.fromkeys(tidy["base"]):
-        runs = t.loc[base]
-        stats = pd.DataFrame({"mean": runs.mean(), "sd": runs.std(ddof=1),
-                              "range": runs.max() - runs.min()}).T
-        stats.index = pd.MultiIndex.from_product([[base], stats.index], names=["base", "stat"])
-        stats["seeds"] = len(runs)
-        parts.append(stats)
-    return pd.concat(parts).round(2)
-
-
-def wide(tidy, key: str, value: str = "iou_amodal"):
-    """Rows x (FG-0..FG-3, mean) in percent, like the paper's tables."""
-    t = tidy.pivot(index=key, columns="level", values=value) * 100
-    t = t[[c for c in LEVELS + ["mean"] if c in t.columns]]
-    order = list(dict.fromkeys(tidy[key]))
-    return t.loc[order].round(1)
-
-
-def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | None = None,
-                             preset_name: str = "") -> list:
-    """results_dir/table{1,2}[_<prompt>].csv, seeds[...].csv and variants[...].csv (tidy, one
-    set per protocol: no suffix for detections, ``_box``, ``_box_match``) and their figures;
-    returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    written = []
-    os.makedirs(figures_dir, exist_ok=True)
-    for prompt in PROMPTS:
-        written += _tables_and_figures(results_dir, figures_dir, preset_name, prompt)
-    if data is not None:
-        out = write_qualitative(results_dir, figures_dir, data)
-        if out:
-            written.append(out)
-    return written
-
-
-def _tables_and_figures(results_dir: str, figures_dir: str, preset_name: str,
-                        prompt: str) -> list:
-    """The tables and figures of ``write_tables_and_figures`` for one protocol."""
-    import matplotlib.pyplot as plt
-
-    from . import viz
-
-    written, tag = [], suffix(prompt)
-    where = f"{preset_name} preset, " if preset_name else ""
-    for table, key in (("table1", "method"), ("table2", "row")):
-        tidy, missing = collect(results_dir, table, prompt)
-        if tidy.empty:
-            continue
-        path = os.path.join(results_dir, f"{table}{tag}.csv")
-        tidy.to_csv(path, index=False)
-        written.append(path)
-        if table == "table1":
-            fig, ax = plt.subplots(figsize=(9, 4))
-            viz.plot_levels(ax, tidy, hue="method")
-            ax.set_title(f"Amodal IoU per occlusion level (synthetic benchmark, {where}"
-                         f"{prompt} prompt)")
-        else:
-            fig, ax = plt.subplots(figsize=(6, 5))
-            viz.plot_table_heatmap(ax, wide(tidy, "row"))
-            ax.set_title(f"Table 2 ablations: amodal IoU (%), {prompt} prompt")
-        if missing:
-            ax.text(0.0, -0.18, "not run yet: " + ", ".join(missing), transform=ax.transAxes,
-                    fontsize=8, color="gray")
-        out = os.path.join(figures_dir, f"{table}{tag}.png")
-        viz.savefig(fig, out)
-        plt.close(fig)
-        written.append(out)
-    variants = collect_variants(results_dir, prompt)
-    if not variants.empty and variants["run"].isin(list(VARIANTS)).any():
-        path = os.path.join(results_dir, f"variants{tag}.csv")
-        variants.to_csv(path, index=False)
-        written.append(path)
-    seeds = collect_seeds(results_dir, prompt)
-    if not seeds.empty:
-        path = os.path.join(results_dir, f"seeds{tag}.csv")
-        seeds.to_csv(path, index=False)
-        written.append(path)
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        viz.plot_seeds(ax, seeds)
-        ax.set_title(f"Seed study: one point per training run ({prompt} prompt)")
-        out = os.path.join(figures_dir, f"seeds{tag}.png")
-        viz.savefig(fig, out)
-        plt.close(fig)
-        written.append(out)
-    return written
-
-
-def write_qualitative(results_dir: str, figures_dir: str, data: str,
-                      runs=("box_ba", "boxinst_bv", "boxinst_ba", "bbtp", "blade", "full")):
-    """The Figure 5 style grid from the runs' saved qualitative masks (needs the val data)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import viz
-    from .data import AmodalDataset
-
-    saved = {}
-    for run in runs:
-        path = os.path.join(results_dir, run, "qualitative.json")
-        if os.path.exists(path):
-            saved[run] = json.load(open(path))
-    if not saved:
-        return None
-    val = AmodalDataset(*_data_paths(data)["val"], mode="eval", protocol="synthetic")
-    first = next(iter(saved.values()))
-    for run, picks in saved.items():
-        if [p["ann_id"] for p in picks] != [p["ann_id"] for p in first]:
-            raise ValueError(f"{results_dir}/{run}/qualitative.json shows other objects than "
-                             f"the other runs (different validation data?)")
-    cols = ["ground truth"] + [method(r).label for r in saved]
-    fig, axes = plt.subplots(len(first), len(cols), figsize=(2.4 * len(cols), 1.6 * len(first)),
-                             squeeze=False)
-    for r, pick in enumerate(first):
-        item = val[pick["index"]]
-        k = pick["instance"]
-        preds = [saved[run][r]["amodal"] for run in saved]
-        viz.show_qualitative_row(axes[r], item, k, preds)
-    for c, title in enumerate(cols):
-        axes[0, c].set_title(title, fontsize=9)
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    fig.legend(handles=[Patch(color=viz.VISIBLE, alpha=0.45, label="true visible mask"),
-                        Line2D([], [], color=viz.AMODAL, label="true amodal outline"),
-                        Patch(color=viz.OCCLUDED, alpha=0.5, label="predicted amodal mask "
-                              "(m > 0.5), IoU in the corner")],
-               loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    out = os.path.join(figures_dir, "qualitative.png")
-    viz.savefig(fig, out)
-    plt.close(fig)
-    return out
 
 
 def main(argv=None):

@@ -208,7 +208,7 @@ def plot_losses(ax, log, terms=None, smooth: int = 1):
 def plot_levels(ax, tidy, hue: str = "method", value: str = "iou_amodal",
                 levels=("FG-0", "FG-1", "FG-2", "FG-3", "mean")):
     """Grouped bars: IoU (%) per occlusion level, one bar per ``hue`` (tidy rows with a
-    ``level`` column, as ``blade.experiments.collect`` or ``evaluate.summarize`` give)."""
+    ``level`` column, as ``blade.collect.collect`` or ``evaluate.summarize`` give)."""
     import seaborn as sns
 
     df = tidy[tidy["level"].isin(levels)].assign(**{value: lambda d: d[value] * 100})
@@ -223,7 +223,7 @@ def plot_levels(ax, tidy, hue: str = "method", value: str = "iou_amodal",
 def plot_seeds(ax, tidy, value: str = "iou_amodal",
                levels=("FG-0", "FG-1", "FG-2", "FG-3", "mean")):
     """One point per seed and level, a colour per configuration (``base``), dodged side by
-    side, from ``blade.experiments.collect_seeds``: where two configurations' points overlap,
+    side, from ``blade.collect.collect_seeds``: where two configurations' points overlap,
     one run each cannot order them."""
     import seaborn as sns
 
