@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
@@ -49,6 +48,7 @@ from .collect import (PROMPT_DIRS, collect, collect_runs, collect_seeds,  # noqa
                       collect_variants, data_paths, finished, prompt_dir, seed_spread, suffix,
                       verdict_rows, wide, write_verdicts)
 from .report import write_qualitative, write_tables_and_figures  # noqa: F401
+from .transfer import adopt_runs, export_runs, machine, read_timing, write_timing
 
 
 # -- qualitative picks ---------------------------------------------------------------------------
@@ -87,15 +87,12 @@ def qualitative_masks(model, dataset, picks, test_box: str, prompt: str = "box")
 
 
 # -- one run -------------------------------------------------------------------------------------
-def machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()} {platform.system()}"
-
-
 def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: str,
             progress: bool = True, max_steps: int | None = None, limit: int | None = None,
-            coco: bool = True, command: str = "") -> str:
+            coco: bool = True, command: str = "", train_only: bool = False) -> str:
     """Train (or resume) and evaluate one run under every protocol. Returns 'skipped',
-    'partial' or 'done'.
+    'partial', 'trained' (``train_only``: the schedule is complete, nothing evaluated) or
+    'done'.
 
     A run is finished when every protocol has results. One with results under some protocols
     only (results written before a prompt existed) is evaluated under the others from
@@ -114,15 +111,15 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
         return "skipped"
     paths = data_paths(data)
     if name in REFERENCES:
+        if train_only:
+            return "skipped"  # a reference has nothing to train
         return _run_reference(name, paths, res, limit, progress, command)
     cfg = preset(preset_name, **run_overrides(name))
     run_dir = os.path.join(runs_dir, name)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if not os.path.exists(last):
         todo = list(PROMPTS)  # trained (again): every protocol from this checkpoint
-    timing_file = os.path.join(run_dir, "timing.json")
-    timing = json.load(open(timing_file)) if os.path.exists(timing_file) else {"train_s": 0.0,
-                                                                              "calls": 0}
+    timing = read_timing(run_dir)
     done_iters = load_checkpoint(last)["iteration"] if os.path.exists(last) else 0
     if done_iters < cfg.iterations:
         t0 = time.perf_counter()
@@ -130,15 +127,21 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
               max_steps=max_steps)
         timing["train_s"] += time.perf_counter() - t0
         timing["calls"] += 1
-        with open(timing_file, "w") as f:
-            json.dump(timing, f)
+        here = machine()
+        seen = timing.get("train_machine")  # several calls on other machines: all of them
+        timing["train_machine"] = here if seen in (None, here) else f"{seen}; {here}"
+        write_timing(run_dir, timing)
         if load_checkpoint(last)["iteration"] < cfg.iterations:
             return "partial"
+    if train_only:
+        return "trained"
     model, ckpt = load_model(last)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
+            "train_machine": timing.get("train_machine", "unknown"),
+            "weights": timing.get("weights", "the run's checkpoint (float32)"),
             "iterations": ckpt["iteration"], "overrides": run_overrides(name),
             "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
     picks = qualitative_picks(val)
@@ -224,6 +227,41 @@ def _only(text: str, what: str, table: list, parser) -> list:
     return wanted
 
 
+def _transfer(args, runs_dir: str, parser) -> None:
+    """``export`` (every finished run of ``runs_dir``, or those of ``--only``) and ``adopt``."""
+    if args.what == "export":
+        if not args.out:
+            parser.error("export needs --out FOLDER")
+        if args.only is not None:
+            names = _only(args.only, "study", [], parser)
+        else:  # every run folder here whose schedule is complete
+            from .config import preset
+            from .engine import load_checkpoint
+
+            names = []
+            for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+                last = os.path.join(runs_dir, name, "checkpoints", "last.pt")
+                try:
+                    cfg = preset(args.preset, **run_overrides(name))
+                except ValueError:
+                    continue  # not a run of the kit
+                if os.path.exists(last) and load_checkpoint(last)["iteration"] >= cfg.iterations:
+                    names.append(name)
+                else:
+                    print(f"not finished, not exported: {name}")
+            if not names:
+                raise ValueError(f"{runs_dir}: no finished run to export")
+        for path in export_runs(names, args.preset, runs_dir, args.out):
+            print("wrote", path)
+        return
+    if not args.weights:
+        parser.error("adopt needs --weights FOLDER (written by export)")
+    for name in adopt_runs(args.weights, args.preset, runs_dir, overwrite=args.overwrite):
+        print(f"adopted {name} into {os.path.join(runs_dir, name)}")
+    print(f"evaluate them: python -m blade.experiments study --preset {args.preset} "
+          f"--only <names> (or the command of their table)")
+
+
 def _main(argv):
     from .config import PRESETS
     from .utils import CLIParser, int_at_least
@@ -232,11 +270,14 @@ def _main(argv):
         "Train and evaluate every configuration of the paper's Table 1 or Table 2 on the "
         "synthetic benchmark; finished runs are skipped, partial ones resumed."))
     p.add_argument("what", choices=("table1", "table2", "all", "seeds", "study", "variants",
-                                     "figures", "verdicts"),
+                                     "figures", "verdicts", "export", "adopt"),
                    help="'seeds': rows 1 and 3 again with seeds 1, 2 (run-to-run spread); "
                         "'study': the reproduction study's runs (five core runs, seeds 1-2 of "
                         "BLADE and row 3, the filled-box references); 'variants': the kit's "
-                        "connectivity variants with the runs they are compared with")
+                        "connectivity variants with the runs they are compared with; "
+                        "'export': float16 weights of finished runs into --out (to carry them "
+                        "off a GPU machine); 'adopt': install such weights (--weights) as "
+                        "finished runs here, to evaluate them")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--data", default="data/synthetic", help="folder from blade.data.synthetic")
     p.add_argument("--runs", default="runs/experiments", help="training runs (checkpoints)")
@@ -251,6 +292,13 @@ def _main(argv):
     p.add_argument("--prompt", default="box", choices=PROMPTS,
                    help="protocol of the printed tables (all are always evaluated and written)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the runs to the end of their schedule, evaluate nothing "
+                        "(on a GPU machine, before 'export')")
+    p.add_argument("--out", default=None, help="export: the folder to write <run>.pt to")
+    p.add_argument("--weights", default=None, help="adopt: a folder written by export")
+    p.add_argument("--overwrite", action="store_true",
+                   help="adopt: replace a run's checkpoint that is already here")
     args = p.parse_args(argv)
     results = args.results or os.path.join("results", args.preset)
     figures = args.figures or os.path.join("figures", args.preset)
@@ -260,6 +308,8 @@ def _main(argv):
         path = write_verdicts(os.path.dirname(results.rstrip("/")) or ".")
         print(f"wrote {path}" if path else "no results to judge")
         return
+    if args.what in ("export", "adopt"):
+        return _transfer(args, runs_dir, p)
     if args.what != "figures":
         names = (table_runs("table1") + table_runs("table2") if args.what == "all"
                  else table_runs(args.what))
@@ -273,11 +323,14 @@ def _main(argv):
             print(f"== {name} ({run_label(name)})", flush=True)
             status = run_one(name, args.preset, args.data, runs_dir, results,
                              progress=not args.no_progress, max_steps=args.max_steps,
-                             limit=args.limit, coco=not args.no_coco, command=command)
+                             limit=args.limit, coco=not args.no_coco, command=command,
+                             train_only=args.train_only)
             print(f"   {status}", flush=True)
             if status == "partial":
                 print("   (continue with the same command)")
                 break
+        if args.train_only:
+            return
     for path in write_tables_and_figures(results, figures, args.data if os.path.isdir(
             args.data) else None, preset_name=args.preset):
         print("wrote", path)

@@ -323,3 +323,45 @@ def test_verdicts_across_protocols_by_hand():
     assert {k: v["verdict"] for k, v in both.items()} == {"a": HOLDS, "b": PROTOCOL, "c": OPEN}
     assert both["b"]["evidence"] == "box: holds; detections: does not hold"
     assert all(r["protocol"] == "all" for r in both.values())
+
+
+def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_path, capsys):
+    """The GPU recipe: --train-only trains and evaluates nothing; export writes float16 weights
+    with a note on where they trained; adopt checks and installs them elsewhere; the runner then
+    evaluates them without training, and meta.json says where they came from."""
+    root, _ = finished
+    gpu_runs, gpu_res = tmp_path / "gpu_runs", tmp_path / "gpu_res"
+    common = ["--preset", "smoke", "--data", synthetic_dir, "--no-progress"]
+    ex.main(["study", *common, "--only", "table2_3,box_ba", "--runs", str(gpu_runs),
+             "--results", str(gpu_res), "--train-only"])
+    assert (gpu_runs / "smoke" / "table2_3" / "checkpoints" / "last.pt").exists()
+    assert not gpu_res.exists()  # nothing evaluated, the reference skipped
+    timing = json.load(open(gpu_runs / "smoke" / "table2_3" / "timing.json"))
+    assert timing["calls"] == 1 and timing["train_s"] > 0 and timing["train_machine"]
+    out = tmp_path / "out"
+    ex.main(["export", *common, "--runs", str(gpu_runs), "--out", str(out)])
+    assert sorted(os.listdir(out)) == ["table2_3.pt"]  # every finished run
+    from blade.engine import load_checkpoint
+
+    ckpt = load_checkpoint(str(out / "table2_3.pt"))
+    note = json.loads(ckpt["note"])
+    assert note["run"] == "table2_3" and note["train_s"] == round(timing["train_s"], 1)
+    assert {str(v.dtype) for v in ckpt["model"].values() if v.is_floating_point()} == {"torch.float16"}
+
+    here = tmp_path / "here"
+    ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out)])
+    assert "adopted table2_3" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="already here; move it away or give --overwrite"):
+        ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out)])  # twice
+    with pytest.raises(SystemExit, match="is not run 'table2_3' of the 'cpu' preset"):
+        ex.main(["adopt", "--preset", "cpu", "--runs", str(tmp_path / "x"), "--weights", str(out)])
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    res = tmp_path / "res"
+    ex.main(["study", *common, "--only", "table2_3", "--runs", str(here), "--results", str(res),
+             "--limit", "2", "--no-coco"])
+    meta = json.load(open(res / "table2_3" / "box" / "meta.json"))
+    assert meta["train_machine"] == timing["train_machine"]
+    assert meta["train_wall_s"] == round(timing["train_s"], 1) and meta["train_calls"] == 1
+    assert meta["weights"].startswith("float16 export")
+    # a run trained and evaluated in place says so too
+    assert json.load(open(root / "results" / "blade" / "meta.json"))["weights"].endswith("(float32)")

@@ -111,3 +111,27 @@ def test_cli_overrides_config_fields(tmp_path):
     assert data["images"][0]["width"] == 96
     assert data["info"]["config"]["classes"] == ["car", "bus"]
     assert {a["category_id"] for a in data["annotations"]} <= {3, 6}
+
+
+def test_assets_folder_replaces_the_wheels_and_gives_the_same_benchmark(tmp_path):
+    """``BLADE_ASSETS_DIR`` (a folder from ``python -m blade.data.assets --export``) makes the
+    benchmark without scikit-image or scikit-learn importable, and byte-identical."""
+    import subprocess
+    import sys
+
+    from blade.data.assets import main as assets_main
+
+    assets_main(["--export", str(tmp_path / "assets")])
+    assert len(os.listdir(tmp_path / "assets")) == 12
+    main(["--out", str(tmp_path / "wheels"), "--train", "2", "--val", "1", "--quiet"])
+    blocked = ("import sys; sys.modules['skimage'] = None; sys.modules['sklearn'] = None; "
+               "from blade.data.synthetic import main; "
+               f"main(['--out', {str(tmp_path / 'folder')!r}, '--train', '2', '--val', '1', "
+               "'--quiet'])")
+    env = dict(os.environ, BLADE_ASSETS_DIR=str(tmp_path / "assets"))
+    subprocess.run([sys.executable, "-c", blocked], env=env, check=True)
+    assert _digest(tmp_path / "wheels") == _digest(tmp_path / "folder")
+    os.remove(tmp_path / "assets" / "horse.png")  # an incomplete folder names what is missing
+    r = subprocess.run([sys.executable, "-c", blocked.replace("folder", "other")], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "asset 'horse'" in r.stderr and "BLADE_ASSETS_DIR" in r.stderr

@@ -13,6 +13,12 @@ shared/reference/data-notes.md, section 2).
 
 Assets are loaded once per process and per image size (``load_assets``). The synthetic files are
 identical for the same seed as long as these packages ship the same images.
+
+To make the same benchmark on a machine where these packages are missing or of other versions
+(a GPU machine with its own image, say), ``python -m blade.data.assets --export DIR`` copies
+the twelve files, byte for byte, into DIR (about 4 MB); with the environment variable
+``BLADE_ASSETS_DIR=DIR`` every asset is read from there instead of the wheels, and the
+benchmark comes out identical (same seed, same files).
 """
 
 from __future__ import annotations
@@ -35,28 +41,57 @@ class Assets:
     horse: np.ndarray  # bool [328,400] silhouette (True = horse)
 
 
-def _skimage_file(name: str) -> np.ndarray:
-    """Read a file that ships in the scikit-image wheel (never the pooch download cache)."""
+ASSETS_ENV = "BLADE_ASSETS_DIR"  # a folder written by --export, read instead of the wheels
+SKIMAGE_FILES = BACKGROUND_NAMES[:6] + TEXTURE_NAMES + ("horse",)
+SKLEARN_FILES = ("china", "flower")
+
+
+def source_file(name: str) -> str:
+    """The path of asset ``name``: in ``$BLADE_ASSETS_DIR`` when that is set, else in the
+    scikit-image or scikit-learn wheel (never a download cache)."""
     import os
 
-    import skimage
+    folder = os.environ.get(ASSETS_ENV)
+    if not folder:
+        if name in SKLEARN_FILES:
+            import sklearn.datasets
 
-    folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+            folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
+        else:
+            import skimage
+
+            folder = os.path.join(os.path.dirname(skimage.__file__), "data")
     for ext in (".png", ".jpg"):
         path = os.path.join(folder, name + ext)
         if os.path.exists(path):
-            return np.asarray(Image.open(path))
-    raise FileNotFoundError(f"{name} is not in the scikit-image wheel at {folder}")
+            return path
+    where = f"${ASSETS_ENV} ({folder})" if os.environ.get(ASSETS_ENV) else folder
+    raise FileNotFoundError(f"asset {name!r} (.png or .jpg) is not in {where}")
+
+
+def export_assets(out: str) -> list:
+    """Copy every asset file, unchanged, into ``out`` (for ``BLADE_ASSETS_DIR``); the paths."""
+    import os
+    import shutil
+
+    os.makedirs(out, exist_ok=True)
+    written = []
+    for name in SKIMAGE_FILES + SKLEARN_FILES:
+        src = source_file(name)
+        dst = os.path.join(out, os.path.basename(src))
+        shutil.copyfile(src, dst)
+        written.append(dst)
+    return written
+
+
+def _skimage_file(name: str) -> np.ndarray:
+    """Read a file that ships in the scikit-image wheel (or ``$BLADE_ASSETS_DIR``)."""
+    return np.asarray(Image.open(source_file(name)))
 
 
 def _load_photo(name: str) -> np.ndarray:
-    if name in ("china", "flower"):
-        import os
-
-        import sklearn.datasets
-
-        path = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", name + ".jpg")
-        return np.asarray(Image.open(path).convert("RGB"))
+    if name in SKLEARN_FILES:
+        return np.asarray(Image.open(source_file(name)).convert("RGB"))
     img = _skimage_file(name)
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
@@ -97,3 +132,26 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, h: int, w: int) -> np
     x = int(rng.integers(0, img.shape[1] - w + 1))
     crop = img[y:y + h, x:x + w]
     return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+def main(argv=None):
+    """``python -m blade.data.assets --export DIR``; errors are one line."""
+    from ..utils import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv):
+    from ..utils import CLIParser
+
+    p = CLIParser(prog="python -m blade.data.assets", description=(
+        "Copy the benchmark's image assets out of the scikit-image and scikit-learn wheels, "
+        f"for machines without them (then set {ASSETS_ENV} to that folder)."))
+    p.add_argument("--export", required=True, metavar="DIR", help="folder to write the files to")
+    args = p.parse_args(argv)
+    files = export_assets(args.export)
+    print(f"wrote {len(files)} files to {args.export}; use them with {ASSETS_ENV}={args.export}")
+
+
+if __name__ == "__main__":
+    main()
