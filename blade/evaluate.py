@@ -74,11 +74,22 @@ def test_box_kind(model) -> str:
 
 def predict_one(model, image, boxes=None, prompt: str = "box") -> dict:
     """``model.predict`` for one image on the model's device; results back on the CPU."""
+    return predict_one_prompts(model, image, boxes, (prompt,))[prompt]
+
+
+def predict_one_prompts(model, image, boxes=None, prompts=PROMPTS) -> dict:
+    """``{prompt: predict_one(model, image, boxes, prompt)}`` with the image's features
+    computed once (``BladeModel.predict_prompts``; a model without it, e.g. ``BoxFill``, is
+    asked once per prompt)."""
     params = model.parameters() if hasattr(model, "parameters") else iter(())
     device = next(params, torch.zeros(())).device
-    out = model.predict([image.to(device)], boxes=None if boxes is None else [boxes.to(device)],
-                        prompt=prompt)[0]
-    return {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in out.items()}
+    images, given = [image.to(device)], None if boxes is None else [boxes.to(device)]
+    if hasattr(model, "predict_prompts"):
+        outs = model.predict_prompts(images, boxes=given, prompts=tuple(prompts))
+    else:
+        outs = {p: model.predict(images, boxes=given, prompt=p) for p in prompts}
+    return {p: {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in out[0].items()}
+            for p, out in outs.items()}
 
 
 def wrong_instance(pred: torch.Tensor, gt_all: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
@@ -137,12 +148,23 @@ def expansion(model, dataset, scenes: int | None = None, threshold: float = 0.5,
 def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | None = None,
                   prompt: str = "box") -> list:
     """One eval-mode dataset item -> one row (dict) per evaluated instance."""
+    return evaluate_item_prompts(model, item, threshold, test_box, (prompt,))[prompt]
+
+
+@torch.no_grad()
+def evaluate_item_prompts(model, item: dict, threshold: float = 0.5, test_box: str | None = None,
+                          prompts=PROMPTS) -> dict:
+    """``{prompt: evaluate_item(..., prompt)}``, the image's features computed once."""
     keep = item["evaluated"].nonzero().flatten()
     if len(keep) == 0:
-        return []
+        return {p: [] for p in prompts}
     test_box = test_box or test_box_kind(model)
-    boxes = item[f"{test_box}_boxes"][keep]
-    out = predict_one(model, item["image"], boxes, prompt)
+    outs = predict_one_prompts(model, item["image"], item[f"{test_box}_boxes"][keep], prompts)
+    return {p: _object_rows(item, keep, out, threshold, test_box, p) for p, out in outs.items()}
+
+
+def _object_rows(item, keep, out, threshold, test_box, prompt) -> list:
+    """The per-object rows of one item from the model's answers ``out`` to its given boxes."""
     pred_a = out["masks"] > threshold
     pred_v = out["visible"] > threshold
     gt_a, gt_v = item["amodal_masks"][keep], item["visible_masks"][keep]
@@ -203,16 +225,28 @@ def evaluate(model, dataset, limit: int | None = None, progress: bool = True,
              test_box: str | None = None, prompt: str = "box"):
     """Per-object rows (a pandas DataFrame) for the first ``limit`` items of an eval dataset,
     each given box answered as ``prompt`` says (``BladeModel.predict``)."""
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    return evaluate_prompts(model, dataset, limit, progress, test_box, (prompt,))[prompt]
+
+
+def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = True,
+                     test_box: str | None = None, prompts=PROMPTS) -> dict:
+    """``{prompt: evaluate(..., prompt=prompt)}`` in one pass over the data: each image is
+    read and run through the network once for all prompts (the same rows as separate calls,
+    at about the cost of one)."""
+    prompts = tuple(dict.fromkeys(prompts))
+    for prompt in prompts:
+        if prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     import pandas as pd
     from tqdm.auto import tqdm
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    rows = []
+    rows = {p: [] for p in prompts}
     for i in tqdm(range(n), desc="evaluate", disable=not progress):
-        rows += evaluate_item(model, dataset[i], test_box=test_box, prompt=prompt)
-    return pd.DataFrame(rows)
+        for p, r in evaluate_item_prompts(model, dataset[i], test_box=test_box,
+                                          prompts=prompts).items():
+            rows[p] += r
+    return {p: pd.DataFrame(r) for p, r in rows.items()}
 
 
 def summarize(rows, columns=None, by: str = "level"):

@@ -103,7 +103,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     from .config import preset
     from .data import AmodalDataset
     from .engine import load_checkpoint, load_model, train
-    from .evaluate import coco_ap, evaluate, test_box_kind
+    from .evaluate import coco_ap, evaluate_prompts, test_box_kind
 
     res = os.path.join(results_dir, name)
     todo = [p for p in PROMPTS if not finished(res, p)]
@@ -145,22 +145,28 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
             "iterations": ckpt["iteration"], "overrides": run_overrides(name),
             "config": dataclasses.asdict(cfg), "val_images": len(val) if limit is None else limit}
     picks = qualitative_picks(val)
+    t0 = time.perf_counter()
+    # every protocol in one pass: each image through the network once (same rows as one
+    # evaluation per protocol); eval_wall_s in meta.json is this pass, for all of eval_prompts
+    all_rows = evaluate_prompts(model, val, limit=limit, progress=progress, prompts=todo)
+    meta.update(eval_wall_s=round(time.perf_counter() - t0, 1), eval_prompts=list(todo))
     for prompt in todo:
-        t0 = time.perf_counter()
-        rows = evaluate(model, val, limit=limit, progress=progress, prompt=prompt)
+        rows = all_rows[prompt]
         metrics = {"run": name, "label": run_label(name), "preset": preset_name,
                    "test_box": test_box_kind(model), "prompt": prompt,
                    "objects": int(len(rows)), "fallback_rate": float(rows["fallback"].mean()),
                    "wrong_instance_rate": float(rows["wrong_instance"].mean())}
         if coco and prompt == "detections":  # COCO AP runs without boxes: one per checkpoint
+            t1 = time.perf_counter()
             metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True,
                                    progress=progress))
+            meta["coco_wall_s"] = round(time.perf_counter() - t1, 1)
         _write_results(prompt_dir(res, prompt), rows, metrics, dict(meta, prompt=prompt),
-                       qualitative_masks(model, val, picks, test_box_kind(model), prompt), t0)
+                       qualitative_masks(model, val, picks, test_box_kind(model), prompt))
     return "done"
 
 
-def _write_results(res, rows, metrics, meta, qualitative, t0) -> None:
+def _write_results(res, rows, metrics, meta, qualitative) -> None:
     """One run's results folder; ``levels.csv`` last, its presence marks the run complete."""
     from .evaluate import summarize
 
@@ -171,7 +177,6 @@ def _write_results(res, rows, metrics, meta, qualitative, t0) -> None:
     summarize(rows, by="cell").to_csv(os.path.join(res, "cells.csv"), index_label="cell")
     with open(os.path.join(res, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    meta = dict(meta, eval_wall_s=round(time.perf_counter() - t0, 1))
     with open(os.path.join(res, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, default=list)
     summarize(rows).to_csv(os.path.join(res, "levels.csv"), index_label="level")
@@ -189,7 +194,8 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
     rows = evaluate(model, val, limit=limit, progress=progress)
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(), "train_wall_s": 0.0, "train_calls": 0, "iterations": 0,
+            "machine": machine(), "eval_wall_s": round(time.perf_counter() - t0, 1),
+            "train_wall_s": 0.0, "train_calls": 0, "iterations": 0,
             "reference": f"filled {kind} box, no model",
             "val_images": len(val) if limit is None else limit}
     qualitative = qualitative_masks(model, val, qualitative_picks(val), kind)
@@ -198,7 +204,7 @@ def _run_reference(name, paths, res, limit, progress, command) -> str:
                    "objects": int(len(rows)), "fallback_rate": 0.0,
                    "wrong_instance_rate": float(rows["wrong_instance"].mean())}
         _write_results(prompt_dir(res, prompt), rows.assign(prompt=prompt), metrics,
-                       dict(meta, prompt=prompt), qualitative, t0)
+                       dict(meta, prompt=prompt), qualitative)
     return "done"
 
 

@@ -434,60 +434,77 @@ class BladeModel(FCOS):
         Fallback (either prompt): the location whose centre lies in the box with the best
         cls x ctr score (or, if none lies inside, the nearest location); ``matched`` False.
         """
-        if prompt not in PROMPTS:
-            raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        return self.predict_prompts(images, boxes, (prompt,), min_iou)[prompt]
+
+    @torch.no_grad()
+    def predict_prompts(self, images, boxes=None, prompts=PROMPTS, min_iou: float = 0.3) -> dict:
+        """``predict`` under several prompts at once: ``{prompt: results}``, each exactly what
+        ``predict(images, boxes, prompt)`` returns, from one pass of the backbone, FPN, heads
+        and mask branch (the part that costs; only the choice of locations and the dynamic
+        heads run per prompt). Without ``boxes`` every prompt gets the detections."""
+        for prompt in prompts:
+            if prompt not in PROMPTS:
+                raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
         was_training = self.training
         self.eval()
         try:
             images_t, _ = self.transform(images)
             feats, head_outputs, anchors, levels = self._features(images_t)
-            if boxes is None or prompt == "detections":
+            dets = None
+            if boxes is None or "detections" in prompts:
                 dets = self._detect(head_outputs, anchors, images_t.image_sizes, levels)
             mask_feats = self.mask_branch(feats[:3])
             n_per_level = torch.bincount(levels).tolist()
-            results = []
-            for b, img in enumerate(images):
-                (h, w), (H0, W0) = images_t.image_sizes[b], img.shape[-2:]
-                scale = torch.tensor([w / W0, h / H0] * 2, device=img.device)
-                if boxes is None:
-                    det = dets[b]
-                elif prompt in ("box", "box_match"):
-                    det = self._prompt_boxes(boxes[b].to(img.device) * scale, head_outputs,
-                                             anchors, b, n_per_level,
-                                             match=prompt == "box_match")
-                else:
-                    det = self._match_given(dets[b], boxes[b].to(img.device) * scale,
-                                            head_outputs, anchors, b, min_iou)
-                a = anchors[b][det["anchor_idx"]]
-                n = len(a)
-                img_idx = torch.full((n,), b, dtype=torch.long, device=img.device)
-                params = self.head.regression_head.controller_at(
-                    head_outputs["reg_towers"], img_idx, det["anchor_idx"])
-                outs = self._masks(mask_feats, img_idx, params,
-                                   (a[:, :2] + a[:, 2:]) / 2, levels[det["anchor_idx"]])
-                probs = {}
-                for key, name in (("visible_logits", "visible"), ("amodal_logits", "amodal"),
-                                  ("region_logits", "region")):
-                    if key not in outs:
-                        continue
-                    x = aligned_upsample(outs[key], MASK_STRIDE)[..., :h, :w]
-                    x = F.interpolate(x, size=(H0, W0), mode="bilinear", align_corners=False)
-                    probs[name] = x[:, 0].sigmoid()
-                # without an amodal head (BoxInst) the visible mask is the prediction; without
-                # the region branch (no FS) there is no fusion: m = m_a
-                probs.setdefault("amodal", probs["visible"])
-                if "region" in probs:
-                    fused = probs["amodal"] * probs["region"] + probs["visible"] * (1 - probs["region"])
-                else:
-                    probs["region"] = torch.zeros_like(probs["visible"])
-                    fused = probs["amodal"]
-                res = {k: v for k, v in det.items() if k != "anchor_idx"}
-                res["boxes"] = det["boxes"] / scale
-                res.update(probs, masks=fused)
-                results.append(res)
-            return results
+            shared = (images_t, head_outputs, anchors, levels, mask_feats, n_per_level, dets)
+            return {prompt: self._answer(images, boxes, prompt, min_iou, *shared)
+                    for prompt in prompts}
         finally:
             self.train(was_training)
+
+    def _answer(self, images, boxes, prompt, min_iou, images_t, head_outputs, anchors, levels,
+                mask_feats, n_per_level, dets):
+        """The results of ``predict`` for one prompt, from the shared features."""
+        results = []
+        for b, img in enumerate(images):
+            (h, w), (H0, W0) = images_t.image_sizes[b], img.shape[-2:]
+            scale = torch.tensor([w / W0, h / H0] * 2, device=img.device)
+            if boxes is None:
+                det = dets[b]
+            elif prompt in ("box", "box_match"):
+                det = self._prompt_boxes(boxes[b].to(img.device) * scale, head_outputs,
+                                         anchors, b, n_per_level,
+                                         match=prompt == "box_match")
+            else:
+                det = self._match_given(dets[b], boxes[b].to(img.device) * scale,
+                                        head_outputs, anchors, b, min_iou)
+            a = anchors[b][det["anchor_idx"]]
+            n = len(a)
+            img_idx = torch.full((n,), b, dtype=torch.long, device=img.device)
+            params = self.head.regression_head.controller_at(
+                head_outputs["reg_towers"], img_idx, det["anchor_idx"])
+            outs = self._masks(mask_feats, img_idx, params,
+                               (a[:, :2] + a[:, 2:]) / 2, levels[det["anchor_idx"]])
+            probs = {}
+            for key, name in (("visible_logits", "visible"), ("amodal_logits", "amodal"),
+                              ("region_logits", "region")):
+                if key not in outs:
+                    continue
+                x = aligned_upsample(outs[key], MASK_STRIDE)[..., :h, :w]
+                x = F.interpolate(x, size=(H0, W0), mode="bilinear", align_corners=False)
+                probs[name] = x[:, 0].sigmoid()
+            # without an amodal head (BoxInst) the visible mask is the prediction; without
+            # the region branch (no FS) there is no fusion: m = m_a
+            probs.setdefault("amodal", probs["visible"])
+            if "region" in probs:
+                fused = probs["amodal"] * probs["region"] + probs["visible"] * (1 - probs["region"])
+            else:
+                probs["region"] = torch.zeros_like(probs["visible"])
+                fused = probs["amodal"]
+            res = {k: v for k, v in det.items() if k != "anchor_idx"}
+            res["boxes"] = det["boxes"] / scale
+            res.update(probs, masks=fused)
+            results.append(res)
+        return results
 
     def _quality(self, head_outputs, b):
         """[A] cls x ctr of image b's locations (best class): how sure the head is there."""

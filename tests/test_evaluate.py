@@ -269,3 +269,33 @@ def test_checkpoint_curve_orders_checkpoints_by_iteration(synthetic_dir, tmp_pat
     block = curve[curve["iteration"] == 2].set_index("level")
     assert block.loc["mean", "iou_amodal"] == pytest.approx(own.loc["mean", "iou_amodal"])
     assert list(block.index) == list(own.index)
+
+
+def test_all_protocols_in_one_pass_give_the_rows_of_separate_passes(synthetic_dir):
+    """evaluate_prompts / predict_prompts share the features across prompts: every mask and
+    every row must be exactly what one call per prompt gives (the committed checkpoint, so that
+    detections, matches and fallbacks all occur)."""
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+    from blade.evaluate import evaluate, evaluate_prompts
+    from blade.model import PROMPTS
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    item = val[0]
+    given = [item["visible_boxes"][item["evaluated"]]]
+    together = model.predict_prompts([item["image"]], boxes=given)
+    assert set(together) == set(PROMPTS)
+    for prompt in PROMPTS:
+        alone = model.predict([item["image"]], boxes=given, prompt=prompt)[0]
+        assert alone.keys() == together[prompt][0].keys()
+        for key, value in alone.items():
+            assert torch.equal(value, together[prompt][0][key]), (prompt, key)
+    rows = evaluate_prompts(model, val, progress=False)
+    for prompt in PROMPTS:
+        one = evaluate(model, val, progress=False, prompt=prompt)
+        assert len(one) > 0
+        assert one.equals(rows[prompt]), prompt
+    assert rows["detections"]["matched"].nunique() == 2  # both matched and fallback rows ran
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        evaluate_prompts(model, val, prompts=("box", "oracle"))
