@@ -524,13 +524,20 @@ class BladeModel(FCOS):
         return (centres - mid).norm(dim=1).argmin()
 
     def _location_rows(self, given, locs, matched, head_outputs, quality, b):
-        """Rows of answers where given box j is answered by location ``locs[j]``."""
-        dev = given.device
-        locs = torch.stack(locs) if locs else torch.zeros(0, dtype=torch.long, device=dev)
+        """Rows of answers where given box j is answered by location ``locs[j]`` ([k] long)
+        and ``matched`` [k] bool says whether a rule (not the fallback) found it."""
         return {"boxes": given.clone(), "scores": quality[locs].sqrt(),
                 "labels": head_outputs["cls_logits"][b, locs].argmax(1),
-                "anchor_idx": locs, "matched": torch.tensor(matched, dtype=torch.bool, device=dev),
+                "anchor_idx": locs, "matched": matched,
                 "matched_iou": given.new_zeros(len(given))}
+
+    def _with_fallback(self, given, locs, ok, centres, quality):
+        """``locs`` with the rows that no rule answered (``~ok``) replaced by the fallback
+        location; one host round trip for the whole image, a loop only over those rows."""
+        locs = locs.clone()
+        for j in torch.nonzero(~ok).flatten().tolist():
+            locs[j] = self._fallback_location(given[j], centres, quality)
+        return locs
 
     def _prompt_boxes(self, given, head_outputs, anchors, b, n_per_level, match=False):
         """One location per given box among those the training assignment rule makes positive
@@ -544,32 +551,28 @@ class BladeModel(FCOS):
             regressed = self.box_coder.decode(head_outputs["bbox_regression"][b], anchors[b])
             score = box_iou(given, regressed) + 1e-3 * score  # [k,A]; IoU first, then quality
         scored = torch.where(cand, score, torch.full_like(score, -1.0))
-        best = scored.argmax(1)
-        locs, matched = [], []
-        for j in range(len(given)):
-            ok = bool(cand[j, best[j]])
-            locs.append(best[j] if ok else self._fallback_location(given[j], centres, quality))
-            matched.append(ok)
-        return self._location_rows(given, locs, matched, head_outputs, quality, b)
+        best = scored.argmax(1)  # [k]
+        ok = cand.gather(1, best[:, None])[:, 0]  # [k] the best is a candidate at all
+        locs = self._with_fallback(given, best, ok, centres, quality)
+        return self._location_rows(given, locs, ok, head_outputs, quality, b)
 
     def _match_given(self, det, given, head_outputs, anchors, b, min_iou):
         """One detection per given box (``prompt="detections"``, see ``predict``)."""
         k = len(given)
-        ious = box_iou(given, det["boxes"]) if len(det["boxes"]) else given.new_zeros(k, 0)
         centres = (anchors[b][:, :2] + anchors[b][:, 2:]) / 2
         quality = self._quality(head_outputs, b)
-        locs, matched = [], []
-        for j in range(k):
-            best = int(ious[j].argmax()) if ious.shape[1] else -1
-            ok = best >= 0 and bool(ious[j, best] >= min_iou)
-            locs.append(det["anchor_idx"][best] if ok
-                        else self._fallback_location(given[j], centres, quality))
-            matched.append(ok)
-        rows = self._location_rows(given, locs, matched, head_outputs, quality, b)
-        for j in range(k):  # a matched row keeps its detection's box, score, label and IoU
-            if matched[j]:
-                best = int(ious[j].argmax())
-                for key in ("boxes", "scores", "labels"):
-                    rows[key][j] = det[key][best]
-                rows["matched_iou"][j] = ious[j, best]
+        if len(det["boxes"]):
+            iou, best = box_iou(given, det["boxes"]).max(1)  # [k] best detection per box
+            ok = iou >= min_iou
+            locs = self._with_fallback(given, det["anchor_idx"][best], ok, centres, quality)
+        else:
+            iou = given.new_zeros(k)
+            best = torch.zeros(k, dtype=torch.long, device=given.device)
+            ok = torch.zeros(k, dtype=torch.bool, device=given.device)
+            locs = self._with_fallback(given, best, ok, centres, quality)
+        rows = self._location_rows(given, locs, ok, head_outputs, quality, b)
+        if len(det["boxes"]):  # a matched row keeps its detection's box, score, label and IoU
+            for key in ("boxes", "scores", "labels"):
+                rows[key][ok] = det[key][best[ok]]
+            rows["matched_iou"][ok] = iou[ok]
         return rows

@@ -299,3 +299,32 @@ def test_all_protocols_in_one_pass_give_the_rows_of_separate_passes(synthetic_di
     assert rows["detections"]["matched"].nunique() == 2  # both matched and fallback rows ran
     with pytest.raises(ValueError, match="prompt must be one of"):
         evaluate_prompts(model, val, prompts=("box", "oracle"))
+
+
+def test_detections_prompt_answers_a_detection_box_with_that_detection(synthetic_dir):
+    """Given the model's own detection boxes, the detections prompt matches each with IoU 1
+    and returns that detection's box, score and label; a box where nothing was detected
+    takes the fallback (matched False, IoU 0)."""
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    image = val[0]["image"]
+    det = model.predict([image])[0]
+    assert len(det["boxes"]) > 0
+    empty = torch.tensor([[0.0, 0.0, 3.0, 3.0]])  # a corner box no detection overlaps
+    given = torch.cat([det["boxes"], empty])
+    out = model.predict([image], boxes=[given], prompt="detections")[0]
+    n = len(det["boxes"])
+    assert out["matched"][:n].all() and not out["matched"][n]
+    assert torch.allclose(out["matched_iou"][:n], torch.ones(n), atol=1e-5)
+    assert out["matched_iou"][n] == 0
+    assert torch.allclose(out["boxes"][:n], det["boxes"], atol=1e-3)
+    # class-wise NMS can keep one box twice (two classes): a box is answered by the first,
+    # best-scoring, detection with that box
+    first = [min(j for j in range(n) if torch.equal(det["boxes"][j], det["boxes"][i]))
+             for i in range(n)]
+    assert torch.equal(out["scores"][:n], det["scores"][first])
+    assert torch.equal(out["labels"][:n], det["labels"][first])
+    assert torch.equal(out["boxes"][n], empty[0])  # the fallback row keeps the given box
