@@ -130,6 +130,40 @@ def collect_variants(results_dir: str, prompt: str = "box"):
         variant=out["base"].map(run_label))[["variant"] + [c for c in out if c != "base"]]
 
 
+def settings(results_root: str = "results") -> list:
+    """The settings under ``results_root``: its folders (``cpu``, ``cpu512``, ...), sorted,
+    ``smoke`` (never committed) left out."""
+    if not os.path.isdir(results_root):
+        return []
+    return [s for s in sorted(os.listdir(results_root))
+            if s != "smoke" and os.path.isdir(os.path.join(results_root, s))]
+
+
+def settings_table(results_root: str, bases: list, prompt: str = "box",
+                   value: str = "iou_amodal"):
+    """The same configurations across settings (scales): one row per (setting, base, level)
+    with the mean over seeds (%), the seed range (NaN with one seed) and the number of seeds,
+    for the runs of ``bases`` (names without seed suffix) under one protocol."""
+    import pandas as pd
+
+    from .claims import run_stats
+
+    frames = []
+    for setting in settings(results_root):
+        tidy = collect_runs(os.path.join(results_root, setting), prompt)
+        if tidy.empty or not tidy["base"].isin(bases).any():
+            continue
+        stats = run_stats(tidy[tidy["base"].isin(bases)], value).reset_index()
+        stats.insert(0, "setting", setting)
+        frames.append(stats)
+    if not frames:
+        return pd.DataFrame(columns=["setting", "base", "level", "mean", "range", "seeds"])
+    out = pd.concat(frames, ignore_index=True)
+    order = {b: k for k, b in enumerate(bases)}
+    return out.sort_values(["setting", "base"], key=lambda c: c.map(order) if c.name == "base"
+                           else c, kind="stable").reset_index(drop=True)
+
+
 def verdict_rows(results_root: str = "results") -> list:
     """Every claim of ``blade.claims.STUDY_CLAIMS`` for every setting (a folder of
     ``results_root`` holding run results, ``smoke`` excepted) and protocol, and issue 13's goal
@@ -139,9 +173,7 @@ def verdict_rows(results_root: str = "results") -> list:
     from .claims import across_protocols, study_verdicts, variant_goal
 
     rows = []
-    for setting in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
-        if setting == "smoke" or not os.path.isdir(os.path.join(results_root, setting)):
-            continue
+    for setting in settings(results_root):
         for prompt in PROMPTS:
             tidy = collect_runs(os.path.join(results_root, setting), prompt)
             if not tidy.empty:

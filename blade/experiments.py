@@ -45,8 +45,8 @@ from .runs import (LEVELS, METHODS, REFERENCES, SEEDS, STUDY, TABLE1,  # noqa: F
 # reading results back and drawing them live in their own modules; the names are re-exported
 # here so that notebooks and users reach the whole study through ``blade.experiments``
 from .collect import (PROMPT_DIRS, collect, collect_runs, collect_seeds,  # noqa: F401
-                      collect_variants, data_paths, finished, prompt_dir, seed_spread, suffix,
-                      verdict_rows, wide, write_verdicts)
+                      collect_variants, data_paths, finished, prompt_dir, seed_spread, settings,
+                      settings_table, suffix, verdict_rows, wide, write_verdicts)
 from .report import write_qualitative, write_tables_and_figures  # noqa: F401
 from .transfer import adopt_runs, export_runs, machine, read_timing, write_timing
 

@@ -365,3 +365,29 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
     assert meta["weights"].startswith("float16 export")
     # a run trained and evaluated in place says so too
     assert json.load(open(root / "results" / "blade" / "meta.json"))["weights"].endswith("(float32)")
+
+
+def test_settings_table_puts_scales_side_by_side(tmp_path):
+    """Hand-made levels.csv files in two settings: means over seeds, ranges, counts; smoke and
+    stray files are not settings."""
+    def write(setting, run, fg0, mean):
+        folder = tmp_path / setting / run / "box"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"level": ["FG-0", "mean"], "iou_amodal": [fg0, mean]}).to_csv(
+            folder / "levels.csv", index=False)
+
+    write("cpu", "blade", 0.60, 0.50)
+    write("cpu", "blade_seed1", 0.64, 0.52)
+    write("cpu512", "blade", 0.70, 0.66)
+    write("cpu512", "full", 0.80, 0.75)
+    write("smoke", "blade", 0.1, 0.1)
+    (tmp_path / "verdicts.csv").write_text("x\n")
+    assert ex.settings(str(tmp_path)) == ["cpu", "cpu512"]
+    t = ex.settings_table(str(tmp_path), ["blade", "full"]).set_index(["setting", "base", "level"])
+    assert t.loc[("cpu", "blade", "FG-0"), "mean"] == pytest.approx(62.0)
+    assert t.loc[("cpu", "blade", "mean"), "range"] == pytest.approx(2.0)
+    assert t.loc[("cpu", "blade", "mean"), "seeds"] == 2
+    assert t.loc[("cpu512", "blade", "mean"), "mean"] == pytest.approx(66.0)
+    assert pd.isna(t.loc[("cpu512", "blade", "mean"), "range"])  # one seed: no range
+    assert ("cpu", "full", "mean") not in t.index and ("cpu512", "full", "mean") in t.index
+    assert ex.settings_table(str(tmp_path / "none"), ["blade"]).empty
