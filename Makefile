@@ -50,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/bench_synthetic.py
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_eval.py
 
 lab: setup
 	@echo ">>> [lab] starting JupyterLab on notebooks/ (Ctrl-C to stop)"

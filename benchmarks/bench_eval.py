@@ -4,7 +4,8 @@
         [--device cpu|cuda]
 
 Evaluates a checkpoint (default: the committed ``checkpoints/blade_cpu_seed0.pt``) on the first
-``--images`` validation scenes of ``data/synthetic`` (generated first if absent) with
+``--images`` validation scenes of ``data/synthetic`` (without it, the same scenes drawn into a
+temporary folder) with
 ``blade.evaluate.evaluate`` once per protocol, and with ``evaluate_prompts`` (every protocol
 from one forward pass per image), interleaved ``--repeats`` times so that load changes on a
 shared machine hit both alike. Prints the median wall time of each and their ratio, and
@@ -41,10 +42,13 @@ def main():
     from blade.evaluate import evaluate, evaluate_prompts
     from blade.model import PROMPTS
 
-    if not os.path.exists(os.path.join(args.data, "val.json")):
-        from blade.data.synthetic import main as synth
+    if not os.path.exists(os.path.join(args.data, "val.json")):  # the study's first val scenes
+        import tempfile
 
-        synth(["--out", args.data, "--train", "2000", "--val", "300", "--seed", "0", "--quiet"])
+        from blade.data.synthetic import write_split
+
+        args.data = tempfile.mkdtemp(prefix="bench_eval_")
+        write_split(args.data, "val", args.images, seed=0, progress=False)
     path = args.checkpoint or COMMITTED_CHECKPOINT
     model, ckpt = load_model(path, device=args.device)
     if args.size:

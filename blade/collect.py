@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 
 from .model import PROMPTS
-from .runs import LEVELS, SEEDS, TABLE1, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, method, \
-    run_label, split_seed
+from .runs import (LEVELS, SEEDS, TABLE1, TABLE2_RUNS, VARIANT_TABLE, VARIANTS, method,
+                   run_label, split_seed)
 
 
 # Protocols (``BladeModel.predict(prompt=...)``): every trained run is evaluated with each.
@@ -35,6 +35,7 @@ def prompt_dir(res: str, prompt: str) -> str:
 
 
 def finished(res: str, prompt: str) -> bool:
+    """Whether a run's results folder ``res`` is complete under ``prompt`` (its levels.csv)."""
     return os.path.exists(os.path.join(prompt_dir(res, prompt), "levels.csv"))
 
 
@@ -48,7 +49,6 @@ def data_paths(data: str):
                 raise SystemExit(f"error: {p} does not exist: --data must be a folder written "
                                  f"by `python -m blade.data.synthetic --out {data}`")
     return paths
-
 
 
 def suffix(prompt: str) -> str:

@@ -16,9 +16,12 @@ evaluates and writes each run's results, and is the CLI. A run trains into
 the validation split with :mod:`blade.evaluate` under every protocol (``PROMPTS``), and leaves
 its results in ``RESULTS/<name>/`` (detections prompt), ``RESULTS/<name>/box/`` (box prompt,
 the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``,
-``cells.csv``, ``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date, machine and wall time. A run whose
-``levels.csv`` exist under every protocol is skipped, so a long series can be stopped (Ctrl-C, or
-``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
+``cells.csv``, ``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date,
+machine, where and how long it trained (``train_machine``, ``train_wall_s``) and the
+evaluation time (``eval_wall_s``: one pass for all of ``eval_prompts``; ``coco_wall_s``, under
+detections, for COCO AP; results written before 2026-11-25 timed each protocol alone). A run
+whose ``levels.csv`` exist under every protocol is skipped, so a long series can be stopped
+(Ctrl-C, or ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
 and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
 
 Methods (Table 1). The paper's BoxInst and BBTP rows use the amodal box as input ("known c");
@@ -129,7 +132,8 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
         timing["calls"] += 1
         here = machine()
         seen = timing.get("train_machine")  # several calls on other machines: all of them
-        timing["train_machine"] = here if seen in (None, here) else f"{seen}; {here}"
+        timing["train_machine"] = (here if seen is None else seen
+                                   if here in seen.split("; ") else f"{seen}; {here}")
         write_timing(run_dir, timing)
         if load_checkpoint(last)["iteration"] < cfg.iterations:
             return "partial"
@@ -156,12 +160,13 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
                    "test_box": test_box_kind(model), "prompt": prompt,
                    "objects": int(len(rows)), "fallback_rate": float(rows["fallback"].mean()),
                    "wrong_instance_rate": float(rows["wrong_instance"].mean())}
+        meta_p = dict(meta, prompt=prompt)
         if coco and prompt == "detections":  # COCO AP runs without boxes: one per checkpoint
             t1 = time.perf_counter()
             metrics.update(coco_ap(model, val, limit=limit, class_agnostic=True,
                                    progress=progress))
-            meta["coco_wall_s"] = round(time.perf_counter() - t1, 1)
-        _write_results(prompt_dir(res, prompt), rows, metrics, dict(meta, prompt=prompt),
+            meta_p["coco_wall_s"] = round(time.perf_counter() - t1, 1)
+        _write_results(prompt_dir(res, prompt), rows, metrics, meta_p,
                        qualitative_masks(model, val, picks, test_box_kind(model), prompt))
     return "done"
 
@@ -233,7 +238,7 @@ def _only(text: str, what: str, table: list, parser) -> list:
     return wanted
 
 
-def _transfer(args, runs_dir: str, parser) -> None:
+def _transfer(args, runs_dir: str, results: str, parser) -> None:
     """``export`` (every finished run of ``runs_dir``, or those of ``--only``) and ``adopt``."""
     if args.what == "export":
         if not args.out:
@@ -255,17 +260,21 @@ def _transfer(args, runs_dir: str, parser) -> None:
                     names.append(name)
                 else:
                     print(f"not finished, not exported: {name}")
-            if not names:
-                raise ValueError(f"{runs_dir}: no finished run to export")
+            if not names:  # e.g. a GPU call in the middle of the schedules: not an error
+                print(f"{runs_dir}: no finished run yet, nothing exported")
+                return
         for path in export_runs(names, args.preset, runs_dir, args.out):
             print("wrote", path)
         return
     if not args.weights:
         parser.error("adopt needs --weights FOLDER (written by export)")
-    for name in adopt_runs(args.weights, args.preset, runs_dir, overwrite=args.overwrite):
+    only = None if args.only is None else _only(args.only, "study", [], parser)
+    adopted = adopt_runs(args.weights, args.preset, runs_dir, overwrite=args.overwrite,
+                         only=only, results_dir=results)
+    for name in adopted:
         print(f"adopted {name} into {os.path.join(runs_dir, name)}")
     print(f"evaluate them: python -m blade.experiments study --preset {args.preset} "
-          f"--only <names> (or the command of their table)")
+          f"--data {args.data} --only {','.join(adopted)}")
 
 
 def _main(argv):
@@ -315,7 +324,7 @@ def _main(argv):
         print(f"wrote {path}" if path else "no results to judge")
         return
     if args.what in ("export", "adopt"):
-        return _transfer(args, runs_dir, p)
+        return _transfer(args, runs_dir, results, p)
     if args.what != "figures":
         names = (table_runs("table1") + table_runs("table2") if args.what == "all"
                  else table_runs(args.what))

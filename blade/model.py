@@ -46,6 +46,21 @@ MASK_STRIDE = 4  # mask losses and outputs (AdelaiDet MASK_OUT_STRIDE)
 FEAT_STRIDE = 8  # mask-branch features (P3)
 
 
+def check_prompts(prompts) -> tuple:
+    """``prompts`` as a tuple of distinct known prompts, in order; a ValueError for a string
+    (one prompt is ``(prompt,)``), an empty collection or an unknown name."""
+    if isinstance(prompts, str):
+        raise ValueError(f"prompts must be a list or tuple of prompts, not the string "
+                         f"{prompts!r} (write ({prompts!r},))")
+    prompts = tuple(dict.fromkeys(prompts))
+    if not prompts:
+        raise ValueError(f"prompts is empty; give one or more of {PROMPTS}")
+    for prompt in prompts:
+        if prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    return prompts
+
+
 def head_param_count(in_channels: int, channels: int = 8, layers: int = 3) -> int:
     """Weights + biases of one dynamic head: 233 for BoxInst (16 + 2 inputs, 8 channels)."""
     dims = [in_channels] + [channels] * (layers - 1) + [1]
@@ -442,9 +457,7 @@ class BladeModel(FCOS):
         ``predict(images, boxes, prompt)`` returns, from one pass of the backbone, FPN, heads
         and mask branch (the part that costs; only the choice of locations and the dynamic
         heads run per prompt). Without ``boxes`` every prompt gets the detections."""
-        for prompt in prompts:
-            if prompt not in PROMPTS:
-                raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        check_prompts(prompts)
         was_training = self.training
         self.eval()
         try:
@@ -573,6 +586,6 @@ class BladeModel(FCOS):
         rows = self._location_rows(given, locs, ok, head_outputs, quality, b)
         if len(det["boxes"]):  # a matched row keeps its detection's box, score, label and IoU
             for key in ("boxes", "scores", "labels"):
-                rows[key][ok] = det[key][best[ok]]
-            rows["matched_iou"][ok] = iou[ok]
+                rows[key][ok] = det[key][best[ok]].to(rows[key].dtype)  # given may be float64
+            rows["matched_iou"][ok] = iou[ok].to(rows["matched_iou"].dtype)
         return rows

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 
-from .collect import (collect, collect_seeds, collect_variants, data_paths, suffix, wide)
+from .collect import collect, collect_seeds, collect_variants, data_paths, suffix, wide
 from .model import PROMPTS
 from .runs import VARIANTS, method
+
 
 def write_tables_and_figures(results_dir: str, figures_dir: str, data: str | None = None,
                              preset_name: str = "") -> list:

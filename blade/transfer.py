@@ -51,6 +51,7 @@ def read_timing(run_dir: str) -> dict:
 
 
 def write_timing(run_dir: str, timing: dict) -> None:
+    """Write a run folder's ``timing.json`` (see ``read_timing``)."""
     with open(os.path.join(run_dir, TIMING), "w") as f:
         json.dump(timing, f)
 
@@ -88,12 +89,15 @@ def export_runs(names: list, preset_name: str, runs_dir: str, out: str) -> list:
     return written
 
 
-def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = False) -> list:
-    """Install every ``weights/<run>.pt`` written by ``export_runs`` as the last checkpoint of
-    ``runs_dir/<run>``. Each is checked first (all of them before any is installed): the name
-    is a known run, the file's configuration is the one that run has under ``preset_name`` and
-    it has the full schedule. A run folder that already holds a checkpoint is refused unless
-    ``overwrite``. Returns the installed run names."""
+def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = False,
+               only: list | None = None, results_dir: str | None = None) -> list:
+    """Install every ``weights/<run>.pt`` written by ``export_runs`` (or those of the runs in
+    ``only``) as the last checkpoint of ``runs_dir/<run>``. Each is checked first (all of them
+    before any is installed): the name is a known run, the file's configuration is the one that
+    run has under ``preset_name`` and it has the full schedule. A run folder that already holds
+    a checkpoint is refused unless ``overwrite``; a run that already has results in
+    ``results_dir/<run>`` is always refused (they would belong to another checkpoint, and the
+    runner would skip the adopted one). Returns the installed run names."""
     from .config import preset
     from .engine import config_to_dict, load_checkpoint
     from .runs import run_overrides
@@ -101,6 +105,11 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
     if not os.path.isdir(weights):
         raise ValueError(f"{weights}: not a folder (give the folder export wrote)")
     files = sorted(n for n in os.listdir(weights) if n.endswith(".pt"))
+    if only is not None:
+        missing = [n for n in only if f"{n}.pt" not in files]
+        if missing:
+            raise ValueError(f"{weights}: no {', '.join(m + '.pt' for m in missing)}")
+        files = [f"{n}.pt" for n in only]
     if not files:
         raise ValueError(f"{weights}: no .pt files (export writes <run>.pt)")
     plan = []
@@ -123,6 +132,10 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
         if os.path.exists(last) and not overwrite:
             raise ValueError(f"{last} exists: run {name!r} is already here; move it away or "
                              f"give --overwrite")
+        res = None if results_dir is None else os.path.join(results_dir, name)
+        if res is not None and os.path.isdir(res) and os.listdir(res):
+            raise ValueError(f"{res} holds results of run {name!r} from another checkpoint; "
+                             f"move them away before adopting {path}")
         try:
             note = json.loads(ckpt.get("note") or "{}")
         except json.JSONDecodeError:

@@ -328,3 +328,56 @@ def test_detections_prompt_answers_a_detection_box_with_that_detection(synthetic
     assert torch.equal(out["scores"][:n], det["scores"][first])
     assert torch.equal(out["labels"][:n], det["labels"][first])
     assert torch.equal(out["boxes"][n], empty[0])  # the fallback row keeps the given box
+
+
+def test_given_boxes_are_answered_as_before_the_one_pass_rewrite(synthetic_dir, fixtures_dir):
+    """Golden answers (matched, label, score, mask area per given box and prompt) written by the
+    kit before predict_prompts and the vectorized location choice existed (commit 3b64372),
+    for the committed checkpoint on the test session's six validation scenes."""
+    import json
+
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+
+    with open(os.path.join(fixtures_dir, "golden_locations.json")) as f:
+        gold = json.load(f)
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    assert len(val) == len(gold["box"]) == 6
+    for i in range(len(val)):
+        item = val[i]
+        given = [item["visible_boxes"][item["evaluated"]]]
+        outs = model.predict_prompts([item["image"]], boxes=given)
+        for prompt, rows in gold.items():
+            r, g = outs[prompt][0], rows[i]
+            assert r["matched"].tolist() == g["matched"], (prompt, i)
+            assert r["labels"].tolist() == g["labels"], (prompt, i)
+            assert np.allclose(r["scores"].numpy(), g["scores"], atol=1e-4), (prompt, i)
+            area = (r["masks"] > 0.5).flatten(1).sum(1).tolist()
+            assert all(abs(a - b) <= 2 for a, b in zip(area, g["area"])), (prompt, i)
+
+
+def test_zero_float64_and_misnamed_prompts(synthetic_dir):
+    """No given box: empty answers under every prompt; float64 boxes answer as float32 ones;
+    a prompt given as a bare string or an empty list is refused with a clear message."""
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+    from blade.evaluate import evaluate_prompts
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    item = val[0]
+    none = model.predict_prompts([item["image"]], boxes=[torch.zeros(0, 4)])
+    for prompt, out in none.items():
+        assert out[0]["masks"].shape == (0, *item["image"].shape[-2:]), prompt
+        assert len(out[0]["matched"]) == 0
+    given = item["visible_boxes"][item["evaluated"]]
+    f32 = model.predict_prompts([item["image"]], boxes=[given.float()])
+    f64 = model.predict_prompts([item["image"]], boxes=[given.double()])
+    for prompt in f32:
+        assert torch.equal(f32[prompt][0]["matched"], f64[prompt][0]["matched"]), prompt
+        assert torch.allclose(f32[prompt][0]["masks"], f64[prompt][0]["masks"].float(), atol=1e-4)
+    with pytest.raises(ValueError, match="not the string 'box'"):
+        model.predict_prompts([item["image"]], prompts="box")
+    with pytest.raises(ValueError, match="prompts is empty"):
+        evaluate_prompts(model, val, prompts=())

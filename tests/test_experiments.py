@@ -339,6 +339,8 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
     timing = json.load(open(gpu_runs / "smoke" / "table2_3" / "timing.json"))
     assert timing["calls"] == 1 and timing["train_s"] > 0 and timing["train_machine"]
     out = tmp_path / "out"
+    ex.main(["export", *common, "--runs", str(tmp_path / "empty"), "--out", str(out)])
+    assert "no finished run yet, nothing exported" in capsys.readouterr().out  # not an error
     ex.main(["export", *common, "--runs", str(gpu_runs), "--out", str(out)])
     assert sorted(os.listdir(out)) == ["table2_3.pt"]  # every finished run
     from blade.engine import load_checkpoint
@@ -348,17 +350,27 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
     assert note["run"] == "table2_3" and note["train_s"] == round(timing["train_s"], 1)
     assert {str(v.dtype) for v in ckpt["model"].values() if v.is_floating_point()} == {"torch.float16"}
 
-    here = tmp_path / "here"
-    ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out)])
-    assert "adopted table2_3" in capsys.readouterr().out
+    here, res = tmp_path / "here", tmp_path / "res"
+    common += ["--results", str(res)]  # adopt looks there for stale results of the runs
+    with pytest.raises(SystemExit, match="no blade.pt"):  # --only names files that must exist
+        ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out), "--only", "blade"])
+    ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out), "--only", "table2_3"])
+    printed = capsys.readouterr().out
+    assert "adopted table2_3" in printed and "--only table2_3" in printed  # the next command
     with pytest.raises(SystemExit, match="already here; move it away or give --overwrite"):
         ex.main(["adopt", *common, "--runs", str(here), "--weights", str(out)])  # twice
     with pytest.raises(SystemExit, match="is not run 'table2_3' of the 'cpu' preset"):
-        ex.main(["adopt", "--preset", "cpu", "--runs", str(tmp_path / "x"), "--weights", str(out)])
+        ex.main(["adopt", "--preset", "cpu", "--runs", str(tmp_path / "x"), "--weights", str(out),
+                 "--results", str(res)])
     assert not (tmp_path / "x").exists()  # refused before anything was written
-    res = tmp_path / "res"
-    ex.main(["study", *common, "--only", "table2_3", "--runs", str(here), "--results", str(res),
-             "--limit", "2", "--no-coco"])
+    stale = tmp_path / "stale"  # results of another checkpoint of that run: refused
+    (stale / "table2_3").mkdir(parents=True)
+    (stale / "table2_3" / "levels.csv").write_text("level\n")
+    with pytest.raises(SystemExit, match="from another checkpoint"):
+        ex.main(["adopt", *common[:-2], "--runs", str(tmp_path / "y"), "--weights", str(out),
+                 "--results", str(stale)])
+    ex.main(["study", *common, "--only", "table2_3", "--runs", str(here), "--limit", "2",
+             "--no-coco"])
     meta = json.load(open(res / "table2_3" / "box" / "meta.json"))
     assert meta["train_machine"] == timing["train_machine"]
     assert meta["train_wall_s"] == round(timing["train_s"], 1) and meta["train_calls"] == 1

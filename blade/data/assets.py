@@ -18,7 +18,8 @@ To make the same benchmark on a machine where these packages are missing or of o
 (a GPU machine with its own image, say), ``python -m blade.data.assets --export DIR`` copies
 the twelve files, byte for byte, into DIR (about 4 MB); with the environment variable
 ``BLADE_ASSETS_DIR=DIR`` every asset is read from there instead of the wheels, and the
-benchmark comes out identical (same seed, same files).
+benchmark comes out identical (same seed, same files; numpy and Pillow, which draw and resize,
+must also behave as here: compare a digest of the files where that matters).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def export_assets(out: str) -> list:
     for name in SKIMAGE_FILES + SKLEARN_FILES:
         src = source_file(name)
         dst = os.path.join(out, os.path.basename(src))
-        shutil.copyfile(src, dst)
+        if not (os.path.exists(dst) and os.path.samefile(src, dst)):  # out = $BLADE_ASSETS_DIR
+            shutil.copyfile(src, dst)
         written.append(dst)
     return written
 
