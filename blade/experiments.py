@@ -16,7 +16,8 @@ evaluates and writes each run's results, and is the CLI. A run trains into
 the validation split with :mod:`blade.evaluate` under every protocol (``PROMPTS``), and leaves
 its results in ``RESULTS/<name>/`` (detections prompt), ``RESULTS/<name>/box/`` (box prompt,
 the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``,
-``cells.csv``, ``metrics.json``, ``qualitative.json``, ``meta.json`` with the command, date,
+``cells.csv``, ``metrics.json``, ``qualitative.json`` (and ``box/train_log.csv``, the
+training log), ``meta.json`` with the command, date,
 machine, where and how long it trained (``train_machine``, ``train_wall_s``) and the
 evaluation time (``eval_wall_s``: one pass for all of ``eval_prompts``; ``coco_wall_s``, under
 detections, for COCO AP; results written before 2026-11-25 timed each protocol alone). A run
@@ -37,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -168,6 +170,9 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
             meta_p["coco_wall_s"] = round(time.perf_counter() - t1, 1)
         _write_results(prompt_dir(res, prompt), rows, metrics, meta_p,
                        qualitative_masks(model, val, picks, test_box_kind(model), prompt))
+    log = os.path.join(run_dir, "log.csv")
+    if os.path.exists(log):  # the run's training curve, committed with its results
+        shutil.copyfile(log, os.path.join(prompt_dir(res, "box"), "train_log.csv"))
     return "done"
 
 

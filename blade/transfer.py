@@ -16,7 +16,8 @@ by at most 0.22 points on the committed checkpoint, ``checkpoints/README.md``), 
 (JSON) saying where and how long it trained. ``adopt_runs`` checks each file (a known run
 name, the configuration that name has under the preset, the full schedule) and installs it as
 ``RUNS/<preset>/<run>/checkpoints/last.pt`` with a ``timing.json`` that carries the training
-machine and wall time into the results' ``meta.json``. An adopted run cannot be resumed or
+machine and wall time into the results' ``meta.json``, and the training log (``log.csv``,
+carried inside the note). An adopted run cannot be resumed or
 trained further: only evaluated.
 """
 
@@ -84,6 +85,10 @@ def export_runs(names: list, preset_name: str, runs_dir: str, out: str) -> list:
                 "train_calls": timing["calls"],
                 "train_machine": timing.get("train_machine", machine()),
                 "torch": torch.__version__}
+        log = os.path.join(run_dir, "log.csv")
+        if os.path.exists(log):  # the training log travels inside the note (a few tens of kB)
+            with open(log) as f:
+                note["log_csv"] = f.read()
         written.append(export_weights(last, os.path.join(out, f"{name}.pt"),
                                       note=json.dumps(note))["path"])
     return written
@@ -144,6 +149,9 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
     for path, name, last, note in plan:
         os.makedirs(os.path.dirname(last), exist_ok=True)
         shutil.copyfile(path, last)
+        if note.get("log_csv"):
+            with open(os.path.join(runs_dir, name, "log.csv"), "w") as f:
+                f.write(note["log_csv"])
         write_timing(os.path.join(runs_dir, name), {
             "train_s": float(note.get("train_s", 0.0)), "calls": int(note.get("train_calls", 0)),
             "train_machine": note.get("train_machine", "unknown"),

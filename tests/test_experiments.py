@@ -375,6 +375,8 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
     assert meta["train_machine"] == timing["train_machine"]
     assert meta["train_wall_s"] == round(timing["train_s"], 1) and meta["train_calls"] == 1
     assert meta["weights"].startswith("float16 export")
+    log = (gpu_runs / "smoke" / "table2_3" / "log.csv").read_text()  # the log travelled along
+    assert (res / "table2_3" / "box" / "train_log.csv").read_text() == log
     # a run trained and evaluated in place says so too
     assert json.load(open(root / "results" / "blade" / "meta.json"))["weights"].endswith("(float32)")
 
