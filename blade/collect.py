@@ -198,7 +198,8 @@ def write_verdicts(results_root: str = "results") -> str | None:
 
 def seed_spread(tidy, value: str = "iou_amodal"):
     """Per configuration (rows ``(base, stat)``) and level (columns FG-0..FG-3, mean), in %:
-    the mean over seeds, the sample standard deviation and max - min; ``seeds`` counts them."""
+    the mean over seeds, the sample standard deviation and max - min (both NaN with one seed:
+    no spread was measured); ``seeds`` counts them."""
     import pandas as pd
 
     t = tidy.pivot_table(index=["base", "seed"], columns="level", values=value) * 100
@@ -207,7 +208,8 @@ def seed_spread(tidy, value: str = "iou_amodal"):
     for base in dict.fromkeys(tidy["base"]):
         runs = t.loc[base]
         stats = pd.DataFrame({"mean": runs.mean(), "sd": runs.std(ddof=1),
-                              "range": runs.max() - runs.min()}).T
+                              "range": (runs.max() - runs.min()) if len(runs) > 1
+                              else runs.max() * float("nan")}).T
         stats.index = pd.MultiIndex.from_product([[base], stats.index], names=["base", "stat"])
         stats["seeds"] = len(runs)
         parts.append(stats)
