@@ -222,4 +222,3 @@ def wide(tidy, key: str, value: str = "iou_amodal"):
     t = t[[c for c in LEVELS + ["mean"] if c in t.columns]]
     order = list(dict.fromkeys(tidy[key]))
     return t.loc[order].round(1)
-

@@ -16,14 +16,17 @@ evaluates and writes each run's results, and is the CLI. A run trains into
 the validation split with :mod:`blade.evaluate` under every protocol (``PROMPTS``), and leaves
 its results in ``RESULTS/<name>/`` (detections prompt), ``RESULTS/<name>/box/`` (box prompt,
 the headline) and ``RESULTS/<name>/box_match/``: ``objects.csv``, ``levels.csv``,
-``cells.csv``, ``metrics.json``, ``qualitative.json`` (and ``box/train_log.csv``, the
-training log), ``meta.json`` with the command, date,
-machine, where and how long it trained (``train_machine``, ``train_wall_s``) and the
-evaluation time (``eval_wall_s``: one pass for all of ``eval_prompts``; ``coco_wall_s``, under
-detections, for COCO AP; results written before 2026-11-25 timed each protocol alone). A run
-whose ``levels.csv`` exist under every protocol is skipped, so a long series can be stopped
-(Ctrl-C, or ``--max-steps`` per call) and continued later. ``RESULTS`` defaults to ``results/<preset>``
-and figures to ``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
+``cells.csv``, ``metrics.json``, ``qualitative.json`` (and ``box/train_log.csv``, the training
+log), ``meta.json`` with the command, date, machine, where and how long it trained
+(``train_machine``, ``train_wall_s``) and the evaluation time (``eval_wall_s``: one pass for
+all of ``eval_prompts``; ``coco_wall_s``, under detections, for COCO AP; results written before
+2026-11-25 timed each protocol alone). A run whose ``levels.csv`` exist under every protocol
+is skipped, so a long series can be stopped (Ctrl-C, or ``--max-steps`` per call) and
+continued later. ``RESULTS`` defaults to ``results/<preset>`` and figures to
+``figures/<preset>``: a smoke run never touches the committed ``cpu`` results.
+
+Trained on one machine, evaluated on another (``--train-only``, ``export``, ``adopt``):
+:mod:`blade.transfer`.
 
 Methods (Table 1). The paper's BoxInst and BBTP rows use the amodal box as input ("known c");
 here that is the configuration trained on B_a with an amodal-box detector, evaluated with the

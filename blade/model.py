@@ -457,7 +457,7 @@ class BladeModel(FCOS):
         ``predict(images, boxes, prompt)`` returns, from one pass of the backbone, FPN, heads
         and mask branch (the part that costs; only the choice of locations and the dynamic
         heads run per prompt). Without ``boxes`` every prompt gets the detections."""
-        check_prompts(prompts)
+        prompts = check_prompts(prompts)
         was_training = self.training
         self.eval()
         try:

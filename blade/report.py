@@ -137,4 +137,3 @@ def write_qualitative(results_dir: str, figures_dir: str, data: str,
     viz.savefig(fig, out)
     plt.close(fig)
     return out
-

@@ -8,7 +8,7 @@ not the one the committed results were made with. So the study's runs travel as 
     python -m blade.experiments export --preset P --only blade,table2_3 --out OUT
     # back here: put them where the runner looks, then evaluate as usual
     python -m blade.experiments adopt --preset P --weights OUT
-    python -m blade.experiments study --preset P --data data/synthetic
+    python -m blade.experiments study --preset P --data data/synthetic --only blade,table2_3
 
 ``export_runs`` writes ``OUT/<run>.pt`` for each finished run: float16 weights without
 optimizer state (:func:`blade.engine.export_weights`; float16 rounding moves a per-object IoU
@@ -17,8 +17,8 @@ by at most 0.22 points on the committed checkpoint, ``checkpoints/README.md``), 
 name, the configuration that name has under the preset, the full schedule) and installs it as
 ``RUNS/<preset>/<run>/checkpoints/last.pt`` with a ``timing.json`` that carries the training
 machine and wall time into the results' ``meta.json``, and the training log (``log.csv``,
-carried inside the note). An adopted run cannot be resumed or
-trained further: only evaluated.
+carried inside the note). An adopted run cannot be resumed or trained further: only evaluated.
+``tools/gpu_study.sh`` is the GPU side for the kit's lent machines (results/README.md).
 """
 
 from __future__ import annotations
