@@ -819,6 +819,12 @@ EXPERIMENTS_OPTIONS = table([
     ("limit_zero", ["table1", "--only", "blade", "--limit", "0"],
      r"argument --limit: must be an integer >= 1"),
     ("what_unknown", ["table3"], r"argument what: invalid choice"),
+    ("export_without_out", ["export"], r"export needs --out FOLDER"),
+    ("adopt_without_weights", ["adopt"], r"adopt needs --weights FOLDER"),
+    ("adopt_missing_folder", ["adopt", "--weights", "no_such_weights_folder"],
+     r"no_such_weights_folder: not a folder \(give the folder export wrote\)"),
+    ("adopt_only_unknown", ["adopt", "--weights", "no_such_weights_folder", "--only", "sam"],
+     r"unknown run 'sam'"),
 ])
 
 
