@@ -405,3 +405,27 @@ def test_settings_table_puts_scales_side_by_side(tmp_path):
     assert pd.isna(t.loc[("cpu512", "blade", "mean"), "range"])  # one seed: no range
     assert ("cpu", "full", "mean") not in t.index and ("cpu512", "full", "mean") in t.index
     assert ex.settings_table(str(tmp_path / "none"), ["blade"]).empty
+
+
+def test_gpu_study_script_trains_and_exports(synthetic_dir, tmp_path):
+    """tools/gpu_study.sh (meant for a lent GPU machine) on this CPU with the smoke preset, in a
+    folder of its own: it trains the named run, exports it, and a second call with nothing
+    left to train exports it again; a run stopped by LIMIT makes the call fail on stderr."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu_study.sh")
+    env = dict(os.environ, PY=sys.executable, DATA=synthetic_dir, OUT=str(tmp_path / "out"))
+    for _ in range(2):
+        r = subprocess.run(["bash", script, "smoke", "100", "table2_3"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(tmp_path / "out")) == ["log.txt", "table2_3.pt"]
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "== table2_3" in log and "wrote" in log and "trained" in log
+    r = subprocess.run(["bash", script, "smoke", "100", "blade"], cwd=tmp_path,
+                       env=dict(env, LIMIT="0.5"), capture_output=True, text=True)
+    assert r.returncode == 1 and "a training or the export failed" in r.stderr
+    r = subprocess.run(["bash", script, "smoke", "100"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "name at least one run" in r.stderr

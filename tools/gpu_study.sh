@@ -34,10 +34,11 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d .assets ] && export BLADE_ASSETS_DIR="$PWD/.assets"
 fail() { echo "error: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
-if [ ! -f data/synthetic/val.json ]; then  # val.json is written last: a cut generation is redone
-  $PY -m blade.data.synthetic --out data/synthetic --train 2000 --val 300 --seed 0 --quiet \
+data=${DATA:-data/synthetic}  # DATA: another benchmark folder (the tests use a tiny one)
+if [ ! -f "$data/val.json" ]; then  # val.json is written last: a cut generation is redone
+  $PY -m blade.data.synthetic --out "$data" --train 2000 --val 300 --seed 0 --quiet \
     --overwrite >>"$log" 2>&1 || fail "generating the benchmark failed"
-  echo "benchmark digest: $(find data/synthetic -type f | sort | xargs sha256sum | sha256sum)" >>"$log"
+  echo "benchmark digest: $(find "$data" -type f | sort | xargs sha256sum | sha256sum)" >>"$log"
 fi
 { $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
   torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'; date -u; } >>"$log"
@@ -45,7 +46,7 @@ threads=$(( $(nproc) / $# )); [ "$threads" -ge 1 ] || threads=1
 pids=()
 for run in "$@"; do
   OMP_NUM_THREADS=$threads timeout "${LIMIT:-540}" $PY -m blade.experiments study \
-    --preset "$preset" --only "$run" --max-steps "$steps" --train-only --no-progress \
+    --preset "$preset" --data "$data" --only "$run" --max-steps "$steps" --train-only --no-progress \
     >"$out/.$run.log" 2>&1 &
   pids+=($!)
 done
