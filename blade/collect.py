@@ -150,18 +150,16 @@ def settings_table(results_root: str, bases: list, prompt: str = "box",
 
     frames = []
     for setting in settings(results_root):
-        tidy = collect_runs(os.path.join(results_root, setting), prompt)
-        if tidy.empty or not tidy["base"].isin(bases).any():
+        tidy = _runs_of(collect_runs(os.path.join(results_root, setting), prompt), bases)
+        if tidy.empty:
             continue
-        stats = run_stats(tidy[tidy["base"].isin(bases)], value).reset_index()
-        stats.insert(0, "setting", setting)
-        frames.append(stats)
+        stats = run_stats(tidy, value).reset_index()  # sorted by base name: back to bases' order
+        stats = stats.iloc[stats["base"].map(bases.index).argsort(kind="stable")]
+        frames.append(stats.assign(setting=setting))
     if not frames:
         return pd.DataFrame(columns=["setting", "base", "level", "mean", "range", "seeds"])
     out = pd.concat(frames, ignore_index=True)
-    order = {b: k for k, b in enumerate(bases)}
-    return out.sort_values(["setting", "base"], key=lambda c: c.map(order) if c.name == "base"
-                           else c, kind="stable").reset_index(drop=True)
+    return out[["setting", "base", "level", "mean", "range", "seeds"]]
 
 
 def verdict_rows(results_root: str = "results") -> list:
@@ -207,9 +205,9 @@ def seed_spread(tidy, value: str = "iou_amodal"):
     parts = []
     for base in dict.fromkeys(tidy["base"]):
         runs = t.loc[base]
+        spread = runs.max() - runs.min()
         stats = pd.DataFrame({"mean": runs.mean(), "sd": runs.std(ddof=1),
-                              "range": (runs.max() - runs.min()) if len(runs) > 1
-                              else runs.max() * float("nan")}).T
+                              "range": spread if len(runs) > 1 else spread * float("nan")}).T
         stats.index = pd.MultiIndex.from_product([[base], stats.index], names=["base", "stat"])
         stats["seeds"] = len(runs)
         parts.append(stats)

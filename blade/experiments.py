@@ -56,7 +56,8 @@ from .collect import (PROMPT_DIRS, collect, collect_runs, collect_seeds,  # noqa
                       collect_variants, data_paths, finished, prompt_dir, seed_spread, settings,
                       settings_table, suffix, verdict_rows, wide, write_verdicts)
 from .report import write_qualitative, write_tables_and_figures  # noqa: F401
-from .transfer import adopt_runs, export_runs, machine, read_timing, write_timing
+from .transfer import (adopt_runs, export_runs, finished_runs, machine, read_timing,
+                       trained_iterations, write_timing)
 
 
 # -- qualitative picks ---------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
 
     from .config import preset
     from .data import AmodalDataset
-    from .engine import load_checkpoint, load_model, train
+    from .engine import load_model, train
     from .evaluate import coco_ap, evaluate_prompts, test_box_kind
 
     res = os.path.join(results_dir, name)
@@ -128,8 +129,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
     if not os.path.exists(last):
         todo = list(PROMPTS)  # trained (again): every protocol from this checkpoint
     timing = read_timing(run_dir)
-    done_iters = load_checkpoint(last)["iteration"] if os.path.exists(last) else 0
-    if done_iters < cfg.iterations:
+    if trained_iterations(run_dir) < cfg.iterations:
         t0 = time.perf_counter()
         train(cfg, *paths["train"], run_dir, resume=os.path.exists(last), progress=progress,
               max_steps=max_steps)
@@ -140,7 +140,7 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
         timing["train_machine"] = (here if seen is None else seen
                                    if here in seen.split("; ") else f"{seen}; {here}")
         write_timing(run_dir, timing)
-        if load_checkpoint(last)["iteration"] < cfg.iterations:
+        if trained_iterations(run_dir) < cfg.iterations:
             return "partial"
     if train_only:
         return "trained"
@@ -254,20 +254,9 @@ def _transfer(args, runs_dir: str, results: str, parser) -> None:
         if args.only is not None:
             names = _only(args.only, "study", [], parser)
         else:  # every run folder here whose schedule is complete
-            from .config import preset
-            from .engine import load_checkpoint
-
-            names = []
-            for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-                last = os.path.join(runs_dir, name, "checkpoints", "last.pt")
-                try:
-                    cfg = preset(args.preset, **run_overrides(name))
-                except ValueError:
-                    continue  # not a run of the kit
-                if os.path.exists(last) and load_checkpoint(last)["iteration"] >= cfg.iterations:
-                    names.append(name)
-                else:
-                    print(f"not finished, not exported: {name}")
+            names, partial = finished_runs(args.preset, runs_dir)
+            for name in partial:
+                print(f"not finished, not exported: {name}")
             if not names:  # e.g. a GPU call in the middle of the schedules: not an error
                 print(f"{runs_dir}: no finished run yet, nothing exported")
                 return

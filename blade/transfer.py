@@ -57,6 +57,31 @@ def write_timing(run_dir: str, timing: dict) -> None:
         json.dump(timing, f)
 
 
+def trained_iterations(run_dir: str) -> int:
+    """Iterations in a run folder's last checkpoint (0 when it has none)."""
+    from .engine import load_checkpoint
+
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    return load_checkpoint(last)["iteration"] if os.path.exists(last) else 0
+
+
+def finished_runs(preset_name: str, runs_dir: str) -> tuple[list, list]:
+    """The kit's run folders in ``runs_dir`` split into those whose schedule under
+    ``preset_name`` is complete and those that are not (folders of no known run are left out)."""
+    from .config import preset
+    from .runs import run_overrides
+
+    done, partial = [], []
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        try:
+            cfg = preset(preset_name, **run_overrides(name))
+        except ValueError:
+            continue  # not a run of the kit
+        (done if trained_iterations(os.path.join(runs_dir, name)) >= cfg.iterations
+         else partial).append(name)
+    return done, partial
+
+
 def export_runs(names: list, preset_name: str, runs_dir: str, out: str) -> list:
     """``out/<name>.pt`` for each finished run of ``runs_dir`` (its last checkpoint at the
     preset's full schedule), float16, with the training machine and time as its note. Returns
@@ -64,7 +89,7 @@ def export_runs(names: list, preset_name: str, runs_dir: str, out: str) -> list:
     import torch
 
     from .config import preset
-    from .engine import export_weights, load_checkpoint
+    from .engine import export_weights
     from .runs import run_overrides
 
     written = []
@@ -76,14 +101,15 @@ def export_runs(names: list, preset_name: str, runs_dir: str, out: str) -> list:
             raise ValueError(f"{run_dir}: no checkpoint (train it first: python -m "
                              f"blade.experiments study --preset {preset_name} --only {name} "
                              f"--train-only)")
-        done = load_checkpoint(last)["iteration"]
+        done = trained_iterations(run_dir)
         if done < cfg.iterations:
             raise ValueError(f"{last}: trained {done} of {cfg.iterations} iterations; finish "
                              f"it before exporting")
         timing = read_timing(run_dir)
         note = {"run": name, "preset": preset_name, "train_s": round(timing["train_s"], 1),
                 "train_calls": timing["calls"],
-                "train_machine": timing.get("train_machine", machine()),
+                "train_machine": timing.get("train_machine", "unknown (trained before the "
+                                                              "kit recorded it)"),
                 "torch": torch.__version__}
         log = os.path.join(run_dir, "log.csv")
         if os.path.exists(log):  # the training log travels inside the note (a few tens of kB)
@@ -124,10 +150,10 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
             cfg = preset(preset_name, **run_overrides(name))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        ckpt = load_checkpoint(path)
-        if ckpt["config"] != config_to_dict(cfg):
-            diff = sorted(k for k in set(ckpt["config"]) | set(config_to_dict(cfg))
-                          if ckpt["config"].get(k) != config_to_dict(cfg).get(k))
+        ckpt, want = load_checkpoint(path), config_to_dict(cfg)
+        if ckpt["config"] != want:
+            diff = sorted(k for k in set(ckpt["config"]) | set(want)
+                          if ckpt["config"].get(k) != want.get(k))
             raise ValueError(f"{path}: its configuration is not run {name!r} of the "
                              f"{preset_name!r} preset (differs in {', '.join(diff[:5])})")
         if ckpt["iteration"] < cfg.iterations:

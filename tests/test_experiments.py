@@ -341,8 +341,12 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
     out = tmp_path / "out"
     ex.main(["export", *common, "--runs", str(tmp_path / "empty"), "--out", str(out)])
     assert "no finished run yet, nothing exported" in capsys.readouterr().out  # not an error
+    (gpu_runs / "smoke" / "blade").mkdir()  # a run not trained yet, and a stray folder
+    (gpu_runs / "smoke" / "notes").mkdir()
     ex.main(["export", *common, "--runs", str(gpu_runs), "--out", str(out)])
     assert sorted(os.listdir(out)) == ["table2_3.pt"]  # every finished run
+    printed = capsys.readouterr().out
+    assert "not finished, not exported: blade" in printed and "notes" not in printed
     from blade.engine import load_checkpoint
 
     ckpt = load_checkpoint(str(out / "table2_3.pt"))
