@@ -498,7 +498,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             json.dump(config_to_dict(cfg), f, indent=1)
     loader = torch.utils.data.DataLoader(
         PlannedBatches(dataset, cfg, start, rank, world), batch_size=None, shuffle=False,
-        num_workers=cfg.workers, persistent_workers=False)
+        num_workers=cfg.workers, persistent_workers=False,
+        pin_memory=device.type == "cuda")  # page-locked batches: copies overlap the compute
 
     log_path = os.path.join(out_dir, "log.csv")
     if resume and rank == 0:  # rows after the checkpoint would be written twice
@@ -515,16 +516,7 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             if isinstance(batch, BaseException):  # a worker could not load an item
                 raise batch
             it = start + i
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * lr_factor(it, cfg)
-            images = [b["image"].to(device) for b in batch]
-            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
-                       for b in batch]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                terms, weights = net(images, targets, iteration=it)
-            # one device->host transfer per step serves both the finite check and the log
-            values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()])
-                              .tolist()))
+            terms, weights, values = forward_step(net, batch, it, cfg, optimizer, device, use_amp)
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise NonFiniteLoss(
@@ -544,20 +536,7 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                         f"gradients vanish and it will not recover. Restart with gradient "
                         f"clipping (grad_clip, e.g. --grad-clip 10) or another seed.",
                         RuntimeWarning, stacklevel=2)
-            loss = total_loss(terms, weights)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+            backward_step(total_loss(terms, weights), optimizer, scaler, params, cfg)
 
             for k, v in values.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
@@ -599,6 +578,44 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             log_file.close()
         torch.use_deterministic_algorithms(previous_det)
     return final
+
+
+def forward_step(net, batch: list, it: int, cfg: Config, optimizer, device, use_amp: bool,
+                 amp_dtype=torch.float16):
+    """The first half of iteration ``it``: set its learning rate, move ``batch`` (a list of
+    items) to ``device`` and run the network's training forward, in autocast with
+    ``amp_dtype`` where ``use_amp``. Returns the loss ``terms`` and their ``weights`` (dicts of
+    name -> tensor / float) and ``values``, the terms as floats: the one device->host transfer
+    of a step, which serves both the finite check and the log."""
+    for g in optimizer.param_groups:
+        g["lr"] = cfg.lr * lr_factor(it, cfg)
+    copy = device.type == "cuda"  # non_blocking: from pinned memory, asynchronous on CUDA
+    images = [b["image"].to(device, non_blocking=copy) for b in batch]
+    targets = [{k: (v.to(device, non_blocking=copy) if torch.is_tensor(v) else v)
+                for k, v in b.items()} for b in batch]
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        terms, weights = net(images, targets, iteration=it)
+    values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
+    return terms, weights, values
+
+
+def backward_step(loss: torch.Tensor, optimizer, scaler, params: list, cfg: Config) -> None:
+    """The second half of an iteration: gradients of ``loss`` (through the ``scaler`` of
+    float16 AMP where there is one), clipped to ``cfg.grad_clip`` when it is > 0, and the
+    optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
 
 
 def _batch_names(batch: list) -> str:

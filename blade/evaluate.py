@@ -81,33 +81,46 @@ def predict_one_prompts(model, image, boxes=None, prompts=PROMPTS) -> dict:
     """``{prompt: predict_one(model, image, boxes, prompt)}`` with the image's features
     computed once (``BladeModel.predict_prompts``; a model without it, e.g. ``BoxFill``, is
     asked once per prompt)."""
-    prompts = check_prompts(prompts)
-    params = model.parameters() if hasattr(model, "parameters") else iter(())
-    device = next(params, torch.zeros(())).device
-    images, given = [image.to(device)], None if boxes is None else [boxes.to(device)]
-    if hasattr(model, "predict_prompts"):
-        outs = model.predict_prompts(images, boxes=given, prompts=prompts)
-    else:
-        outs = {p: model.predict(images, boxes=given, prompt=p) for p in prompts}
+    outs = predict_prompts_on_device(model, [image], None if boxes is None else [boxes], prompts)
     return {p: {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in out[0].items()}
             for p, out in outs.items()}
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's parameters (CPU for one without, e.g. ``BoxFill``)."""
+    params = model.parameters() if hasattr(model, "parameters") else iter(())
+    return next(params, torch.zeros(())).device
+
+
+def predict_prompts_on_device(model, images: list, boxes=None, prompts=PROMPTS) -> dict:
+    """``{prompt: one result dict per image}`` for a batch of images (and given boxes, one
+    [k,4] tensor per image), the inputs moved to the model's device and the answers left
+    there."""
+    prompts = check_prompts(prompts)
+    device = model_device(model)
+    images = [img.to(device) for img in images]
+    given = None if boxes is None else [b.to(device) for b in boxes]
+    if hasattr(model, "predict_prompts"):
+        return model.predict_prompts(images, boxes=given, prompts=prompts)
+    return {p: model.predict(images, boxes=given, prompt=p) for p in prompts}
 
 
 def wrong_instance(pred: torch.Tensor, gt_all: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     """[k] bool: predicted mask j overlaps another ground-truth instance of the image more
     (by IoU) than its own. pred [k,H,W], gt_all [n,H,W] every instance's amodal mask,
     own [k] the index of each prediction's instance in gt_all."""
-    if len(pred) == 0:
-        return torch.zeros(0, dtype=torch.bool)
+    if len(pred) == 0 or gt_all.shape[0] < 2:
+        return torch.zeros(len(pred), dtype=torch.bool, device=pred.device)
     p = pred.flatten(1).float()
     g = gt_all.flatten(1).float()
-    inter = p @ g.t()  # [k,n]
+    inter = p @ g.t()  # [k,n] pixel counts, exact in float32 below 2^24 pixels (TF32 off)
     union = p.sum(1, keepdim=True) + g.sum(1)[None] - inter
     iou = inter / union.clamp(min=1)
-    rows = torch.arange(len(pred))
+    rows = torch.arange(len(pred), device=pred.device)
+    own = own.to(pred.device)
     own_iou = iou[rows, own]
     iou[rows, own] = -1.0
-    return iou.amax(1) > own_iou if g.shape[0] > 1 else torch.zeros(len(pred), dtype=torch.bool)
+    return iou.amax(1) > own_iou
 
 
 def expansion_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict:
@@ -156,38 +169,63 @@ def evaluate_item(model, item: dict, threshold: float = 0.5, test_box: str | Non
 def evaluate_item_prompts(model, item: dict, threshold: float = 0.5, test_box: str | None = None,
                           prompts=PROMPTS) -> dict:
     """``{prompt: evaluate_item(..., prompt)}``, the image's features computed once."""
+    return evaluate_items_prompts(model, [item], threshold, test_box, prompts)[0]
+
+
+@torch.no_grad()
+def evaluate_items_prompts(model, items: list, threshold: float = 0.5,
+                           test_box: str | None = None, prompts=PROMPTS) -> list:
+    """``[evaluate_item_prompts(model, item, ...) for item in items]`` with the images that
+    have evaluated objects run through the network as one batch. The masks stay on the
+    model's device until the IoUs are computed; each image's columns come back in one
+    transfer each, not object by object."""
     prompts = check_prompts(prompts)
-    keep = item["evaluated"].nonzero().flatten()
-    if len(keep) == 0:
-        return {p: [] for p in prompts}
     test_box = test_box or test_box_kind(model)
-    outs = predict_one_prompts(model, item["image"], item[f"{test_box}_boxes"][keep], prompts)
-    return {p: _object_rows(item, keep, out, threshold, test_box, p) for p, out in outs.items()}
+    keeps = [item["evaluated"].nonzero().flatten() for item in items]
+    run = [i for i, keep in enumerate(keeps) if len(keep)]
+    results = [{p: [] for p in prompts} for _ in items]
+    if not run:
+        return results
+    outs = predict_prompts_on_device(model, [items[i]["image"] for i in run],
+                                     [items[i][f"{test_box}_boxes"][keeps[i]] for i in run],
+                                     prompts)
+    for b, i in enumerate(run):
+        for p in prompts:
+            results[i][p] = _object_rows(items[i], keeps[i], outs[p][b], threshold, test_box, p)
+    return results
 
 
 def _object_rows(item, keep, out, threshold, test_box, prompt) -> list:
-    """The per-object rows of one item from the model's answers ``out`` to its given boxes."""
+    """The per-object rows of one item from the model's answers ``out`` to its given boxes
+    (on any device; the item's masks are moved there for the IoUs)."""
+    dev = out["masks"].device
     pred_a = out["masks"] > threshold
     pred_v = out["visible"] > threshold
-    gt_a, gt_v = item["amodal_masks"][keep], item["visible_masks"][keep]
+    gt_all = item["amodal_masks"].to(dev)
+    keep_d = keep.to(dev)
+    gt_a, gt_v = gt_all[keep_d], item["visible_masks"].to(dev)[keep_d]
     iou_a, iou_v = mask_iou(pred_a, gt_a), mask_iou(pred_v, gt_v)
     gt_o = gt_a & ~gt_v
     iou_o = mask_iou(pred_a & ~pred_v, gt_o)
     iou_o[gt_o.flatten(1).sum(1) == 0] = float("nan")
-    labels = item["labels"][keep]
-    correct = out["labels"].to(labels.device) == labels
-    wrong = wrong_instance(pred_a, item["amodal_masks"], keep)
+    wrong = wrong_instance(pred_a, gt_all, keep_d)
+    # one host transfer per column, then plain Python numbers
+    iou_a, iou_v, iou_o = iou_a.tolist(), iou_v.tolist(), iou_o.tolist()
+    wrong, pred_labels = wrong.tolist(), out["labels"].tolist()
+    matched = out["matched"].tolist() if "matched" in out else [True] * len(keep)
+    labels = item["labels"][keep].tolist()
     rows = []
     for j, k in enumerate(keep.tolist()):
+        correct = pred_labels[j] == labels[j]
         row = {
             "image_id": item["image_id"], "ann_id": item["ann_ids"][k],
-            "label": int(labels[j]), "pred_label": int(out["labels"][j]),
+            "label": labels[j], "pred_label": pred_labels[j],
             "level": int(item["levels"][k]), "occlusion": float(item["occlusion"][k]),
             "test_box": test_box, "prompt": prompt,
-            "matched": bool(out["matched"][j]) if "matched" in out else True,
-            "iou_amodal": float(iou_a[j]), "iou_visible": float(iou_v[j]),
-            "iou_occluded": float(iou_o[j]),
-            "iou_amodal_cls": float(iou_a[j]) * float(correct[j]), "correct": bool(correct[j]),
+            "matched": bool(matched[j]),
+            "iou_amodal": iou_a[j], "iou_visible": iou_v[j],
+            "iou_occluded": iou_o[j],
+            "iou_amodal_cls": iou_a[j] * float(correct), "correct": correct,
             "wrong_instance": float(wrong[j]),
         }
         row["fallback"] = float(not row["matched"])
@@ -224,27 +262,45 @@ class BoxFill:
 
 
 def evaluate(model, dataset, limit: int | None = None, progress: bool = True,
-             test_box: str | None = None, prompt: str = "box"):
+             test_box: str | None = None, prompt: str = "box", batch_size: int = 1,
+             workers: int = 0):
     """Per-object rows (a pandas DataFrame) for the first ``limit`` items of an eval dataset,
-    each given box answered as ``prompt`` says (``BladeModel.predict``)."""
-    return evaluate_prompts(model, dataset, limit, progress, test_box, (prompt,))[prompt]
+    each given box answered as ``prompt`` says (``BladeModel.predict``); ``batch_size`` and
+    ``workers`` as in ``evaluate_prompts``."""
+    return evaluate_prompts(model, dataset, limit, progress, test_box, (prompt,), batch_size,
+                            workers)[prompt]
 
 
 def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = True,
-                     test_box: str | None = None, prompts=PROMPTS) -> dict:
+                     test_box: str | None = None, prompts=PROMPTS, batch_size: int = 1,
+                     workers: int = 0) -> dict:
     """``{prompt: evaluate(..., prompt=prompt)}`` in one pass over the data: each image is
     read and run through the network once for all prompts (the same rows as separate calls;
-    three prompts in 0.38-0.48 of the time of three calls, ``benchmarks/bench_eval.py``)."""
+    three prompts in 0.38-0.48 of the time of three calls, ``benchmarks/bench_eval.py``).
+
+    ``batch_size`` images go through the network together (for a GPU; the rows equal those of
+    one image at a time within float rounding, since convolutions may sum in another order for
+    another batch size; the default 1 is the protocol's reference) and ``workers`` loader
+    processes read the next images meanwhile (0: read in this process)."""
     prompts = check_prompts(prompts)
     import pandas as pd
     from tqdm.auto import tqdm
 
+    for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    chunks = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
+        collate_fn=list, num_workers=workers)
     rows = {p: [] for p in prompts}
-    for i in tqdm(range(n), desc="evaluate", disable=not progress):
-        for p, r in evaluate_item_prompts(model, dataset[i], test_box=test_box,
-                                          prompts=prompts).items():
-            rows[p] += r
+    with tqdm(total=n, desc="evaluate", disable=not progress) as bar:
+        for items in chunks:
+            for answers in evaluate_items_prompts(model, items, test_box=test_box,
+                                                  prompts=prompts):
+                for p, r in answers.items():
+                    rows[p] += r
+            bar.update(len(items))
     return {p: pd.DataFrame(r) for p, r in rows.items()}
 
 
@@ -403,7 +459,7 @@ def check_classes(ckpt_classes, dataset, class_agnostic: bool, ann_file: str):
 def run(checkpoint: str, ann: str, images: str, out: str, schema: str = "auto",
         protocol: str | None = None, class_agnostic: bool = False, limit: int | None = None,
         coco: bool = True, progress: bool = True, device: str = "cpu",
-        prompt: str = "box") -> dict:
+        prompt: str = "box", batch_size: int = 1, workers: int = 0) -> dict:
     """Evaluate a checkpoint on an annotation file; writes ``objects.csv``, ``levels.csv``
     (and ``cells.csv`` where images have BG levels) and ``metrics.json`` under ``out``."""
     from .data import AmodalDataset
@@ -416,7 +472,8 @@ def run(checkpoint: str, ann: str, images: str, out: str, schema: str = "auto",
     model, ckpt = load_model(checkpoint, device=device)
     dataset = AmodalDataset(ann, images, mode="eval", schema=schema, protocol=protocol)
     check_classes(ckpt["classes"], dataset, class_agnostic, ann)
-    rows = evaluate(model, dataset, limit=limit, progress=progress, prompt=prompt)
+    rows = evaluate(model, dataset, limit=limit, progress=progress, prompt=prompt,
+                    batch_size=batch_size, workers=workers)
     if rows.empty:  # nothing to score: say so, and write nothing
         n = len(dataset) if limit is None else min(limit, len(dataset))
         raise ValueError(f"{ann}: no evaluated objects in {n} image(s) (protocol {protocol}): "
@@ -490,6 +547,11 @@ def _main(argv):
     p.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
     p.add_argument("--no-coco", action="store_true", help="skip COCO AP")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int_at_least(1), default=1, help=(
+        "images per forward pass (for a GPU; 1, the default, is the reference: another batch "
+        "size gives the same rows within float rounding)"))
+    p.add_argument("--workers", type=int_at_least(0), default=0,
+                   help="loader processes reading the next images (default 0: none)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     for path, what in ((args.checkpoint, "checkpoint"), (args.ann, "annotation file"),
@@ -502,7 +564,7 @@ def _main(argv):
     res = run(args.checkpoint, args.ann, args.images, args.out, schema=args.schema,
               protocol=args.protocol, class_agnostic=args.class_agnostic, limit=args.limit,
               coco=not args.no_coco, progress=not args.no_progress, device=args.device,
-              prompt=args.prompt)
+              prompt=args.prompt, batch_size=args.batch_size, workers=args.workers)
     print(format_levels(res["levels"], args.class_agnostic))
     m = res["metrics"]
     if "amodal_AP" in m:

@@ -458,8 +458,11 @@ class BladeModel(FCOS):
         and mask branch (the part that costs; only the choice of locations and the dynamic
         heads run per prompt). Without ``boxes`` every prompt gets the detections."""
         prompts = check_prompts(prompts)
-        was_training = self.training
-        self.eval()
+        # eval mode for the call, each module's own mode restored after it (cheaper than
+        # eval()/train() on every call, which matters when evaluating one image at a time)
+        training = [m for m in self.modules() if m.training]
+        for m in training:
+            m.training = False
         try:
             images_t, _ = self.transform(images)
             feats, head_outputs, anchors, levels = self._features(images_t)
@@ -472,7 +475,8 @@ class BladeModel(FCOS):
             return {prompt: self._answer(images, boxes, prompt, min_iou, *shared)
                     for prompt in prompts}
         finally:
-            self.train(was_training)
+            for m in training:
+                m.training = True
 
     def _answer(self, images, boxes, prompt, min_iou, images_t, head_outputs, anchors, levels,
                 mask_feats, n_per_level, dets):

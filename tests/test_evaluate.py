@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pycocotools import mask as mask_utils
@@ -299,6 +300,35 @@ def test_all_protocols_in_one_pass_give_the_rows_of_separate_passes(synthetic_di
     assert rows["detections"]["matched"].nunique() == 2  # both matched and fallback rows ran
     with pytest.raises(ValueError, match="prompt must be one of"):
         evaluate_prompts(model, val, prompts=("box", "oracle"))
+
+
+def test_batched_evaluation_with_loader_workers_gives_the_rows_of_one_image_at_a_time(
+        synthetic_dir):
+    """Images batched through the network (the GPU path) and read by a worker process: the
+    same objects, matches and labels, IoUs equal within float rounding (identical here);
+    an image without evaluated objects inside a batch is skipped, as alone."""
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+    from blade.evaluate import LEVEL_COLUMNS, evaluate_items_prompts, evaluate_prompts
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    one = evaluate_prompts(model, val, limit=5, progress=False)
+    many = evaluate_prompts(model, val, limit=5, progress=False, batch_size=3, workers=1)
+    for prompt, rows in one.items():
+        assert len(rows) > 0
+        other = many[prompt]
+        assert rows.drop(columns=list(LEVEL_COLUMNS)).equals(other.drop(columns=list(LEVEL_COLUMNS)))
+        for col in LEVEL_COLUMNS:
+            assert np.allclose(rows[col], other[col], atol=1e-3, equal_nan=True), (prompt, col)
+    empty = dict(val[1], evaluated=torch.zeros_like(val[1]["evaluated"]))
+    batch = evaluate_items_prompts(model, [val[0], empty, val[2]], prompts=("box",))
+    assert batch[1] == {"box": []}
+    alone = evaluate_items_prompts(model, [val[2]], prompts=("box",))[0]["box"]
+    assert pd.DataFrame(batch[2]["box"]).equals(pd.DataFrame(alone))  # NaN == NaN there
+    for bad in ({"batch_size": 0}, {"batch_size": 2.5}, {"workers": -1}, {"workers": True}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            evaluate_prompts(model, val, limit=1, progress=False, **bad)
 
 
 def test_detections_prompt_answers_a_detection_box_with_that_detection(synthetic_dir):

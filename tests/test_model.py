@@ -156,6 +156,20 @@ def test_predict_shapes_and_given_boxes(items):
     assert torch.allclose(out["masks"], fused)  # Eq. 2
 
 
+def test_predict_runs_in_eval_mode_and_restores_each_modules_mode(items):
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke")).eval()
+    img, given = items[0]["image"], [items[0]["visible_boxes"]]
+    ref = model.predict([img], boxes=given)[0]["masks"]
+    model.train()
+    model.mask_branch.eval()  # a mixed state: it must come back as it was
+    before = {name: m.training for name, m in model.named_modules()}
+    out = model.predict([img], boxes=given)[0]["masks"]
+    assert torch.equal(out, ref)  # batch norm used its running statistics, not the batch's
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert model.training and not model.mask_branch.training
+
+
 def test_paper_preset_network_trains_a_step_on_cpu(items):
     """The paper's ResNet-50-FPN network (weights not needed here), at a small input size."""
     cfg = preset("paper", pretrained=False, min_size=128, max_size=128)
