@@ -393,6 +393,13 @@ def _dist_info():
     return world, rank, local
 
 
+def _distributed(world: int) -> bool:
+    """Train with a process group and DDP: several processes, or one started by ``torchrun``
+    (which sets ``MASTER_ADDR`` and ``RANK``), so that ``torchrun --nproc_per_node=1`` runs
+    the distributed path (NCCL on a GPU) as a larger run would."""
+    return world > 1 or ("MASTER_ADDR" in os.environ and "RANK" in os.environ)
+
+
 def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: bool = False,
           schema: str = "auto", progress: bool = True, max_steps: int | None = None) -> str:
     """Train BLADE; returns the path of the last checkpoint written.
@@ -404,7 +411,7 @@ def train(cfg: Config, train_ann: str, train_images: str, out_dir: str, resume: 
                                   or max_steps < 1):
         raise ValueError(f"max_steps (--max-steps) must be an integer >= 1, got {max_steps!r}")
     world, rank, local = _dist_info()
-    own_group = world > 1 and not dist.is_initialized()
+    own_group = _distributed(world) and not dist.is_initialized()
     if own_group:
         backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
         dist.init_process_group(backend)
@@ -487,7 +494,7 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
     net = model
-    if world > 1:
+    if _distributed(world):
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local] if device.type == "cuda" else None,
             find_unused_parameters=True)  # images without positives leave the mask heads unused
@@ -570,7 +577,7 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                     save_checkpoint(last, model, optimizer, scaler, done, cfg, dataset.classes)
                     final = path
                 break
-        if world > 1:
+        if _distributed(world):
             _check_replicas(model, out_dir, rank)
     finally:
         bar.close()

@@ -180,11 +180,15 @@ def test_baselines_train_with_their_own_terms(synthetic_dir, tmp_path, method, m
     assert modes == ["masks" if method == "full" else "train"]  # only full supervision reads masks
 
 
-def test_two_process_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path, processes):
+    """torchrun with gloo: two processes end with identical weights; one process started by
+    torchrun also takes the distributed path (process group, DDP, the replica check)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
+           f"--nproc_per_node={processes}",
            "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "blade.train",
            "--preset", "smoke", "--data", synthetic_dir, "--out", str(tmp_path),
            "--device", "cpu", "--iterations", "3", "--no-progress"]
@@ -192,7 +196,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(synthetic_dir, tmp_path
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     replicas = json.load(open(tmp_path / "replicas.json"))
-    assert len(replicas["checksums"]) == 2 and replicas["identical"]
+    assert len(replicas["checksums"]) == processes and replicas["identical"]
 
 
 def test_export_weights_is_small_loads_and_predicts_like_the_original(checkpoint, tmp_path):
