@@ -176,39 +176,43 @@ def evaluate_item_prompts(model, item: dict, threshold: float = 0.5, test_box: s
 def evaluate_items_prompts(model, items: list, threshold: float = 0.5,
                            test_box: str | None = None, prompts=PROMPTS) -> list:
     """``[evaluate_item_prompts(model, item, ...) for item in items]`` with the images that
-    have evaluated objects run through the network as one batch. The masks stay on the
-    model's device until the IoUs are computed; each image's columns come back in one
-    transfer each, not object by object."""
+    have evaluated objects run through the network together, in batches of equal image size
+    (padding a smaller image to a larger one's size would change what the group-normalised
+    heads see). The masks stay on the model's device until the IoUs are computed; per image
+    and prompt a handful of transfers bring the columns back, not one per object."""
     prompts = check_prompts(prompts)
     test_box = test_box or test_box_kind(model)
     keeps = [item["evaluated"].nonzero().flatten() for item in items]
-    run = [i for i, keep in enumerate(keeps) if len(keep)]
     results = [{p: [] for p in prompts} for _ in items]
-    if not run:
-        return results
-    outs = predict_prompts_on_device(model, [items[i]["image"] for i in run],
-                                     [items[i][f"{test_box}_boxes"][keeps[i]] for i in run],
-                                     prompts)
-    for b, i in enumerate(run):
-        for p in prompts:
-            results[i][p] = _object_rows(items[i], keeps[i], outs[p][b], threshold, test_box, p)
+    groups = {}  # image size -> indices of the items with evaluated objects, in order
+    for i, keep in enumerate(keeps):
+        if len(keep):
+            groups.setdefault(tuple(items[i]["image"].shape[-2:]), []).append(i)
+    for run in groups.values():
+        outs = predict_prompts_on_device(model, [items[i]["image"] for i in run],
+                                         [items[i][f"{test_box}_boxes"][keeps[i]] for i in run],
+                                         prompts)
+        for b, i in enumerate(run):
+            dev = outs[prompts[0]][b]["masks"].device
+            gt = {k: items[i][k].to(dev) for k in ("amodal_masks", "visible_masks")}
+            for p in prompts:
+                results[i][p] = _object_rows(items[i], gt, keeps[i], outs[p][b], threshold,
+                                             test_box, p)
     return results
 
 
-def _object_rows(item, keep, out, threshold, test_box, prompt) -> list:
-    """The per-object rows of one item from the model's answers ``out`` to its given boxes
-    (on any device; the item's masks are moved there for the IoUs)."""
-    dev = out["masks"].device
+def _object_rows(item, gt, keep, out, threshold, test_box, prompt) -> list:
+    """The per-object rows of one item from the model's answers ``out`` to its given boxes;
+    ``gt``: the item's ``amodal_masks`` and ``visible_masks`` on the answers' device."""
     pred_a = out["masks"] > threshold
     pred_v = out["visible"] > threshold
-    gt_all = item["amodal_masks"].to(dev)
-    keep_d = keep.to(dev)
-    gt_a, gt_v = gt_all[keep_d], item["visible_masks"].to(dev)[keep_d]
+    keep_d = keep.to(pred_a.device)
+    gt_a, gt_v = gt["amodal_masks"][keep_d], gt["visible_masks"][keep_d]
     iou_a, iou_v = mask_iou(pred_a, gt_a), mask_iou(pred_v, gt_v)
     gt_o = gt_a & ~gt_v
     iou_o = mask_iou(pred_a & ~pred_v, gt_o)
     iou_o[gt_o.flatten(1).sum(1) == 0] = float("nan")
-    wrong = wrong_instance(pred_a, gt_all, keep_d)
+    wrong = wrong_instance(pred_a, gt["amodal_masks"], keep_d)
     # one host transfer per column, then plain Python numbers
     iou_a, iou_v, iou_o = iou_a.tolist(), iou_v.tolist(), iou_o.tolist()
     wrong, pred_labels = wrong.tolist(), out["labels"].tolist()
@@ -271,6 +275,28 @@ def evaluate(model, dataset, limit: int | None = None, progress: bool = True,
                             workers)[prompt]
 
 
+class _Reading(torch.utils.data.Dataset):
+    """Items 0..n-1 of a dataset for the evaluation's loader. In a worker process a user error
+    (a bad image or annotation) is returned, not raised, so that the main process raises it
+    with its own message (torch would wrap it in a message about the worker)."""
+
+    def __init__(self, dataset, n: int):
+        self.dataset, self.n = dataset, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        from .utils import USER_ERRORS
+
+        try:
+            return self.dataset[i]
+        except USER_ERRORS as e:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return e
+
+
 def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = True,
                      test_box: str | None = None, prompts=PROMPTS, batch_size: int = 1,
                      workers: int = 0) -> dict:
@@ -278,10 +304,12 @@ def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = 
     read and run through the network once for all prompts (the same rows as separate calls;
     three prompts in 0.38-0.48 of the time of three calls, ``benchmarks/bench_eval.py``).
 
-    ``batch_size`` images go through the network together (for a GPU; the rows equal those of
-    one image at a time within float rounding, since convolutions may sum in another order for
-    another batch size; the default 1 is the protocol's reference) and ``workers`` loader
-    processes read the next images meanwhile (0: read in this process)."""
+    ``batch_size`` images are read together and those of equal size go through the network
+    as one batch (for a GPU; the rows equal those of one image at a time within float
+    rounding, since convolutions may sum in another order for another batch size; the default
+    1 is the protocol's reference), and ``workers`` loader processes read the next images
+    meanwhile (0: read in this process; a bad image read by a worker is reported with its own
+    message, as without workers). Evaluation leaves torch's global random state untouched."""
     prompts = check_prompts(prompts)
     import pandas as pd
     from tqdm.auto import tqdm
@@ -291,11 +319,14 @@ def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = 
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     chunks = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False,
-        collate_fn=list, num_workers=workers)
+        _Reading(dataset, n), batch_size=batch_size, shuffle=False, collate_fn=list,
+        num_workers=workers, generator=torch.Generator())  # its seed: not from the global RNG
     rows = {p: [] for p in prompts}
     with tqdm(total=n, desc="evaluate", disable=not progress) as bar:
         for items in chunks:
+            for item in items:
+                if isinstance(item, BaseException):  # a worker could not read an image
+                    raise item
             for answers in evaluate_items_prompts(model, items, test_box=test_box,
                                                   prompts=prompts):
                 for p, r in answers.items():

@@ -57,7 +57,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def parse_bool(text: str) -> bool:
+def _parse_bool(text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -81,7 +81,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -
                   "help": f"(default: {default!r})"}
         origin = typing.get_origin(typ)
         if typ is bool:
-            kwargs["type"] = parse_bool
+            kwargs["type"] = _parse_bool
         elif typ in (int, float, str):
             kwargs["type"] = typ
         elif typ is tuple or origin is tuple:

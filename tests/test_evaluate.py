@@ -331,6 +331,60 @@ def test_batched_evaluation_with_loader_workers_gives_the_rows_of_one_image_at_a
             evaluate_prompts(model, val, limit=1, progress=False, **bad)
 
 
+def test_batches_hold_images_of_one_size_and_evaluation_leaves_the_rng_alone(synthetic_dir,
+                                                                           monkeypatch):
+    """A larger image among smaller ones goes through the network in a batch of its own (a
+    padded batch would change the group-normalised heads' input) and answers as alone; an
+    evaluation with a loader draws nothing from torch's global random generator."""
+    import torch.nn.functional as F
+
+    import blade.evaluate as ev
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"),
+                        os.path.join(synthetic_dir, "val"), mode="eval", protocol="synthetic")
+    big = dict(val[1])  # 32 more pixel rows at the bottom: same boxes, same masks above
+    big["image"] = F.pad(big["image"], (0, 0, 0, 32))
+    for key in ("amodal_masks", "visible_masks"):
+        big[key] = F.pad(big[key], (0, 0, 0, 32))
+    sizes, real = [], ev.predict_prompts_on_device
+
+    def spy(model, images, boxes=None, prompts=ev.PROMPTS):
+        sizes.append([tuple(img.shape[-2:]) for img in images])
+        return real(model, images, boxes, prompts)
+
+    monkeypatch.setattr(ev, "predict_prompts_on_device", spy)
+    batch = ev.evaluate_items_prompts(model, [val[0], big, val[2]], prompts=("box",))
+    h, w = val[0]["image"].shape[-2:]
+    assert sizes == [[(h, w), (h, w)], [(h + 32, w)]]
+    alone = ev.evaluate_items_prompts(model, [big], prompts=("box",))[0]["box"]
+    assert pd.DataFrame(batch[1]["box"]).equals(pd.DataFrame(alone))
+    state = torch.get_rng_state()
+    ev.evaluate_prompts(model, val, limit=2, progress=False, batch_size=2)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_bad_image_read_by_an_evaluation_worker_keeps_its_message(synthetic_dir, tmp_path):
+    import shutil
+
+    from blade.engine import COMMITTED_CHECKPOINT, load_model
+    from blade.evaluate import evaluate_prompts
+
+    model, _ = load_model(os.path.join(os.path.dirname(__file__), "..", COMMITTED_CHECKPOINT))
+    shutil.copytree(os.path.join(synthetic_dir, "val"), tmp_path / "val")
+    name = sorted(os.listdir(tmp_path / "val"))[1]
+    (tmp_path / "val" / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    val = AmodalDataset(os.path.join(synthetic_dir, "val.json"), str(tmp_path / "val"),
+                        mode="eval", protocol="synthetic")
+    messages = []
+    for workers in (0, 1):
+        with pytest.raises(Exception) as err:
+            evaluate_prompts(model, val, limit=3, progress=False, workers=workers)
+        messages.append((type(err.value), str(err.value)))
+    assert messages[0] == messages[1] and name in messages[0][1], messages
+
+
 def test_detections_prompt_answers_a_detection_box_with_that_detection(synthetic_dir):
     """Given the model's own detection boxes, the detections prompt matches each with IoU 1
     and returns that detection's box, score and label; a box where nothing was detected

@@ -3,19 +3,20 @@
 #
 #   OUT=folder tools/gpu_bench.sh [quick]
 #
-# Run it in the repository root of the GPU machine (.whl/ and .assets/ carried, see
-# tools/gpu_env.sh). It runs the CUDA tests (tests/test_gpu.py -m cuda), then benchmarks/bench_gpu.py
-# in a series of settings, one process each (so that each starts cold and alike): the `paper`
-# preset (ResNet-50-FPN, 800 px, batch 6, no ImageNet weights: none can be downloaded there)
-# as the kit trains it (fp16 AMP, the preset's 2 loader workers), then with more loader
-# workers, cudnn.benchmark, channels-last and bf16; the `cpu` network on the GPU; evaluation
-# of the committed `cpu` checkpoint one image at a time and batched, with loader workers.
-# Output: $OUT/bench_gpu.txt (every report, with the command before it), $OUT/bench_gpu.jsonl
-# (one JSON line per setting), $OUT/log.txt (setup, tests). `quick`: a few steps of each, to
-# check the script on a new machine in a minute; `check`: the script's own test on a CPU (the
-# smoke preset for every setting, no CUDA tests).
+# Run it on the GPU machine (.whl/ and .assets/ carried, see tools/gpu_env.sh); it works in
+# the repository root whatever the current folder. It runs the CUDA tests
+# (tests/test_gpu.py -m cuda), then benchmarks/bench_gpu.py in a series of settings, one
+# process each (so that each starts cold and alike): the `paper` preset (ResNet-50-FPN, 800 px,
+# batch 6; its pretrained architecture, frozen stem and batch norm, without loading weights:
+# none can be downloaded there) as the kit trains it (fp16 AMP, the preset's 2 loader workers),
+# then with more loader workers, cudnn.benchmark, channels-last and bf16; the `cpu` network on
+# the GPU; evaluation of the committed `cpu` checkpoint one image at a time and batched, with
+# loader workers. Output: $OUT/bench_gpu.txt (every report, with the command before it),
+# $OUT/bench_gpu.jsonl (one JSON line per setting), $OUT/log.txt (setup, tests). `quick`: a few
+# steps of each, to check the script on a new machine in a few minutes; `check`: the script's
+# own test on a CPU (the smoke preset for every setting, no CUDA tests).
 set -uo pipefail
-steps=30 warm=5 images=100 paper=paper cpu=cpu device=auto
+steps=30 warm=5 images=100 paper=paper cpu=cpu device=cuda  # no silent CPU fallback
 case "${1:-}" in
   quick) steps=3 warm=1 images=10 ;;
   check) steps=1 warm=0 images=2 paper=smoke cpu=smoke device=cpu ;;
@@ -24,21 +25,23 @@ case "${1:-}" in
 esac
 out=${OUT:?set OUT to the folder that comes back}
 mkdir -p "$out"
-log="$out/log.txt"
-source "$(dirname "$0")/gpu_env.sh"  # wheels, PYTHONPATH, assets, the benchmark in $data
-txt="$out/bench_gpu.txt" jsonl="$out/bench_gpu.jsonl"
+out="$(cd "$out" && pwd)" log="$out/log.txt"
+[ -n "${DATA:-}" ] && DATA="$(cd "$DATA" && pwd)"
 root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"  # .whl/, .assets/, data/ and the scripts are the repository's
+source tools/gpu_env.sh  # wheels, PYTHONPATH, assets, the benchmark in $data
+txt="$out/bench_gpu.txt" jsonl="$out/bench_gpu.jsonl"
 status=0
 if [ "${1:-}" != check ]; then
   echo "== CUDA tests" >>"$log"
-  $PY -m pytest -q -p no:cacheprovider -m cuda "$root/tests/test_gpu.py" >"$out/.tests" 2>&1 \
+  $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_gpu.py >"$out/.tests" 2>&1 \
     || status=1
   cat "$out/.tests" >>"$log"; echo "tests/test_gpu.py -m cuda: $(tail -1 "$out/.tests")" >>"$txt"
   rm -f "$out/.tests"
 fi
 bench() {  # one setting: the command line, then its report
   echo "\$ python benchmarks/bench_gpu.py $*" >>"$txt"
-  PYTHONUNBUFFERED=1 $PY "$root/benchmarks/bench_gpu.py" --data "$data" --device "$device" \
+  PYTHONUNBUFFERED=1 $PY benchmarks/bench_gpu.py --data "$data" --device "$device" \
     --json "$jsonl" "$@" >>"$txt" 2>>"$log" || { echo "  (failed: see log.txt)" >>"$txt"; status=1; }
 }
 train="--steps $steps --warmup $warm --eval-images 0"

