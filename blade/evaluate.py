@@ -447,12 +447,13 @@ def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = Fal
                     "id": len(gts[kind]) + 1, "image_id": i + 1, "iscrowd": 0,
                     "category_id": int(item["labels"][k]) + 1, "area": float(rle_area(rle)),
                     "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": rle})
-        out = predict_one(model, item["image"])
+        out = predict_prompts_on_device(model, [item["image"]], prompts=("box",))["box"][0]
+        labels, scores = out["labels"].tolist(), out["scores"].tolist()
         for kind, key in (("amodal", "masks"), ("visible", "visible")):
-            for j in range(len(out["scores"])):
-                dets[kind].append({"image_id": i + 1, "category_id": int(out["labels"][j]) + 1,
-                                   "score": float(out["scores"][j]),
-                                   "segmentation": encode((out[key][j] > 0.5).numpy())})
+            binary = (out[key] > 0.5).cpu().numpy()  # thresholded on the device: bools travel
+            for j in range(len(scores)):
+                dets[kind].append({"image_id": i + 1, "category_id": labels[j] + 1,
+                                   "score": scores[j], "segmentation": encode(binary[j])})
     n_cls = int(getattr(getattr(model, "cfg", None), "num_classes", 0)) or 1
     categories = [{"id": c + 1, "name": str(c)} for c in range(max(n_cls, 1 + max(
         [a["category_id"] for a in gts["amodal"]] + [0])))]
