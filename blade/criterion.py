@@ -28,7 +28,12 @@ prior; ``dice``: full supervision with ground-truth masks, the upper bound). See
 Kit variants (issue 13; defaults reproduce the paper, see ``expansion_area``): ``ne_allow``
 says where l_ne may expand m_a, ``ne_dilation`` sets the band's width, ``con_warmup`` ramps
 l_ne and l_un up with BoxInst's pairwise warm-up instead of applying them at full weight from
-iteration 0, when m_v (hence V_pov) is still noise.
+iteration 0, when m_v (hence V_pov) is still noise. ``con_isolate`` scores l_ne and l_un on
+``amodal_logits_iso``: the same m_a, computed from detached mask features and controller
+tower (``BladeModel._masks``), so that their gradients reach only the controller's rows that
+make the amodal head's parameters, never the features the visible branch shares; measured
+before building it: the visible branch of BLADE scores 2.1 points below row 3's at FG-0
+(``results/branches.py``), i.e. the connectivity terms reach m_v through what it shares.
 
 m_v in the connectivity terms is detached by default (``detach_visible``): l_ne and l_un are
 meant to pull m_a towards what the visible branch sees (the "directed expansion"), not to move
@@ -63,6 +68,7 @@ class LossConfig:
     # -- kit variants of the connectivity loss (issue 13; defaults = the paper) ----------------
     ne_allow: str = "box"  # where l_ne may expand m_a: box (B_a, paper), region (R), hidden (R minus B_v)
     con_warmup: bool = False  # warm l_ne and l_un up with the pairwise term (paper: full weight at 0)
+    con_isolate: bool = False  # l_ne, l_un train only the amodal head's controller rows (paper: all)
     color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
     pairwise_warmup: int = 10000  # BoxInst code default, iterations of linear pairwise warm-up
     use_visible: bool = True  # visible branch with BoxInst terms on B_v
@@ -168,7 +174,7 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
         terms["amo_pair"] = pairwise_loss(a, sim, targets["amodal_box_masks"], cfg.color_threshold)
         weights["amo_proj"], weights["amo_pair"] = cfg.alpha_proj, cfg.alpha_pair * w
         if cfg.use_neighbor or cfg.use_uniform:
-            m_a = a.sigmoid()
+            m_a = (outputs["amodal_logits_iso"] if cfg.con_isolate else a).sigmoid()
             m_v = outputs["visible_logits"].sigmoid()
             if cfg.detach_visible:
                 m_v = m_v.detach()

@@ -279,8 +279,13 @@ class BladeModel(FCOS):
                                        device=f.device) for k, f in enumerate(feats)])
         return feats, head_outputs, anchors, levels
 
-    def _masks(self, mask_feats, img_idx, params, locations, levels):
-        """Stride-4 logits of the three heads for n instances. Returns a dict of [n,1,h,w]."""
+    def _masks(self, mask_feats, img_idx, params, locations, levels, amodal_params_iso=None):
+        """Stride-4 logits of the three heads for n instances. Returns a dict of [n,1,h,w].
+
+        ``amodal_params_iso`` [n, n_amo] (training with ``con_isolate``): the amodal head's
+        parameters computed from the detached controller tower; the amodal head is run once
+        more on detached inputs with them (``amodal_logits_iso``: the same values as
+        ``amodal_logits``, a gradient only into those parameters)."""
         n = len(img_idx)
         h, w = mask_feats.shape[-2:]
         ys = (torch.arange(h, device=mask_feats.device) * FEAT_STRIDE + FEAT_STRIDE // 2).float()
@@ -299,6 +304,10 @@ class BladeModel(FCOS):
             m_v_in = v.sigmoid().detach() if cfg.detach_visible_input else v.sigmoid()
             a = run_dynamic_head(x, p_a, cfg.head_channels, cfg.head_layers, extra=m_v_in)
             out["amodal_logits"] = aligned_upsample(a, up)
+            if amodal_params_iso is not None:
+                a_iso = run_dynamic_head(x.detach(), amodal_params_iso, cfg.head_channels,
+                                         cfg.head_layers, extra=m_v_in.detach())
+                out["amodal_logits_iso"] = aligned_upsample(a_iso, up)
         if cfg.use_fusion:
             r = run_dynamic_head(x, p_r, cfg.head_channels, cfg.head_layers)
             out["region_logits"] = aligned_upsample(r, up)
@@ -360,7 +369,12 @@ class BladeModel(FCOS):
         all_anchors = torch.stack(anchors)  # [B, HWA, 4]
         a = all_anchors[img_idx, anchor_idx]
         locations = (a[:, :2] + a[:, 2:]) / 2
-        outputs = self._masks(mask_feats, img_idx, params, locations, levels[anchor_idx])
+        iso = None
+        if cfg.con_isolate and cfg.use_amodal and (cfg.use_neighbor or cfg.use_uniform):
+            towers = [t.detach() for t in head_outputs["reg_towers"]]  # the controller conv only
+            iso = self.head.regression_head.controller_at(towers, img_idx, anchor_idx)[
+                :, self.n_vis:self.n_vis + self.n_amo]
+        outputs = self._masks(mask_feats, img_idx, params, locations, levels[anchor_idx], iso)
 
         H, W = images_t.tensors.shape[-2:]
         vis = torch.cat([s["visible"] for s in scaled])
