@@ -29,11 +29,12 @@ Kit variants (issue 13; defaults reproduce the paper, see ``expansion_area``): `
 says where l_ne may expand m_a, ``ne_dilation`` sets the band's width, ``con_warmup`` ramps
 l_ne and l_un up with BoxInst's pairwise warm-up instead of applying them at full weight from
 iteration 0, when m_v (hence V_pov) is still noise. ``con_isolate`` scores l_ne and l_un on
-``amodal_logits_iso``: the same m_a, computed from detached mask features and controller
-tower (``BladeModel._masks``), so that their gradients reach only the controller's rows that
-make the amodal head's parameters, never the features the visible branch shares; measured
-before building it: the visible branch of BLADE scores 2.1 points below row 3's at FG-0
-(``results/branches.py``), i.e. the connectivity terms reach m_v through what it shares.
+``amodal_logits_iso``: the same m_a, computed from detached mask features, m_v input and
+controller tower (``BladeModel._masks``), with m_v in the terms detached whatever
+``detach_visible`` says, so that their gradients reach only the controller's rows that make
+the amodal head's parameters, never what the visible branch shares. Measured before building
+it: BLADE's visible branch scores 2.1 points below row 3's at FG-0 (``results/branches.py``);
+row 3 differs from BLADE only by l_ne, so l_ne reaches m_v through what the branches share.
 
 m_v in the connectivity terms is detached by default (``detach_visible``): l_ne and l_un are
 meant to pull m_a towards what the visible branch sees (the "directed expansion"), not to move
@@ -68,7 +69,7 @@ class LossConfig:
     # -- kit variants of the connectivity loss (issue 13; defaults = the paper) ----------------
     ne_allow: str = "box"  # where l_ne may expand m_a: box (B_a, paper), region (R), hidden (R minus B_v)
     con_warmup: bool = False  # warm l_ne and l_un up with the pairwise term (paper: full weight at 0)
-    con_isolate: bool = False  # l_ne, l_un train only the amodal head's controller rows (paper: all)
+    con_isolate: bool = False  # l_ne, l_un train only the amodal head's controller rows (paper: all weights)
     color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
     pairwise_warmup: int = 10000  # BoxInst code default, iterations of linear pairwise warm-up
     use_visible: bool = True  # visible branch with BoxInst terms on B_v
@@ -176,7 +177,7 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
         if cfg.use_neighbor or cfg.use_uniform:
             m_a = (outputs["amodal_logits_iso"] if cfg.con_isolate else a).sigmoid()
             m_v = outputs["visible_logits"].sigmoid()
-            if cfg.detach_visible:
+            if cfg.detach_visible or cfg.con_isolate:
                 m_v = m_v.detach()
             region = targets["region_masks"]
             w_con = cfg.alpha_con * (w if cfg.con_warmup else 1.0)

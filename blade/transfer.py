@@ -130,7 +130,7 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
     ``results_dir/<run>`` is always refused (they would belong to another checkpoint, and the
     runner would skip the adopted one). Returns the installed run names."""
     from .config import preset
-    from .engine import config_to_dict, load_checkpoint
+    from .engine import config_from_dict, config_to_dict, load_checkpoint
     from .runs import run_overrides
 
     if not os.path.isdir(weights):
@@ -151,9 +151,12 @@ def adopt_runs(weights: str, preset_name: str, runs_dir: str, overwrite: bool = 
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         ckpt, want = load_checkpoint(path), config_to_dict(cfg)
-        if ckpt["config"] != want:
-            diff = sorted(k for k in set(ckpt["config"]) | set(want)
-                          if ckpt["config"].get(k) != want.get(k))
+        try:  # fields added to Config after the export take their defaults, as on resume
+            have = config_to_dict(config_from_dict(ckpt["config"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: its saved configuration is not valid: {e}") from None
+        if have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise ValueError(f"{path}: its configuration is not run {name!r} of the "
                              f"{preset_name!r} preset (differs in {', '.join(diff[:5])})")
         if ckpt["iteration"] < cfg.iterations:

@@ -28,8 +28,9 @@ from blade.runs import split_seed
 OUTPUTS = ("fused", "m_v", "m_a", "fused_outside_box")
 
 
-def answer(out: dict, kind: str) -> dict:
-    """The answer dict with ``masks`` replaced by the output ``kind`` (probabilities)."""
+def answer(out: dict, kind: str, given: torch.Tensor) -> dict:
+    """The answer dict with ``masks`` replaced by the output ``kind`` (probabilities);
+    ``given`` [k,4]: the boxes the answers are for (image pixels)."""
     if kind == "fused":
         return out
     if kind == "m_v":
@@ -37,7 +38,7 @@ def answer(out: dict, kind: str) -> dict:
     if kind == "m_a":
         return dict(out, masks=out["amodal"])
     h, w = out["masks"].shape[-2:]
-    inside = box_bitmasks(out["boxes"], h, w)[:, 0].to(out["masks"].device)  # [k,H,W]
+    inside = box_bitmasks(given, h, w)[:, 0].to(out["masks"].device)  # [k,H,W]
     r = out["region"] * (1 - inside)
     return dict(out, masks=out["amodal"] * r + out["visible"] * (1 - r))
 
@@ -51,11 +52,11 @@ def branch_rows(model, val, scenes=None) -> pd.DataFrame:
         keep = item["evaluated"].nonzero().flatten()
         if not len(keep):
             continue
-        out = predict_prompts_on_device(model, [item["image"]], [item[f"{kind}_boxes"][keep]],
-                                        ("box",))["box"][0]
-        gt = {k: item[k] for k in ("amodal_masks", "visible_masks")}
+        given = item[f"{kind}_boxes"][keep]
+        out = predict_prompts_on_device(model, [item["image"]], [given], ("box",))["box"][0]
+        gt = {k: item[k].to(out["masks"].device) for k in ("amodal_masks", "visible_masks")}
         for k in OUTPUTS:
-            rows[k] += _object_rows(item, gt, keep, answer(out, k), 0.5, kind, "box")
+            rows[k] += _object_rows(item, gt, keep, answer(out, k, given), 0.5, kind, "box")
     parts = []
     for k, r in rows.items():
         table = summarize(r)["iou_amodal"].rename_axis("level").reset_index()
@@ -79,7 +80,7 @@ def main():
         base, seed = split_seed(run)
         frames.append(branch_rows(model, val, args.scenes).assign(run=base, seed=seed))
     tidy = pd.concat(frames, ignore_index=True)
-    tidy["iou_amodal"] = (tidy["iou_amodal"] * 100).round(2)
+    tidy["iou_amodal"] = (tidy["iou_amodal"] * 100).round(2)  # per run: 0.01 points
     if args.csv:
         tidy[["run", "seed", "output", "level", "iou_amodal"]].to_csv(args.csv, index=False)
     print(f"# python results/branches.py {' '.join(args.runs)} (runs in {args.runs_dir}; "

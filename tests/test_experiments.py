@@ -367,6 +367,21 @@ def test_train_on_one_machine_evaluate_on_another(finished, synthetic_dir, tmp_p
         ex.main(["adopt", "--preset", "cpu", "--runs", str(tmp_path / "x"), "--weights", str(out),
                  "--results", str(res)])
     assert not (tmp_path / "x").exists()  # refused before anything was written
+    import torch
+
+    older = tmp_path / "older"  # exported before a Config field existed: its default applies
+    older.mkdir()
+    old = load_checkpoint(str(out / "table2_3.pt"))
+    del old["config"]["con_isolate"]
+    torch.save(old, older / "table2_3.pt")
+    ex.main(["adopt", *common[:-2], "--runs", str(tmp_path / "o"), "--weights", str(older),
+             "--results", str(tmp_path / "o_res")])
+    assert "adopted table2_3" in capsys.readouterr().out
+    old["config"]["from_the_future"] = 1  # a field this kit does not know: refused, named
+    torch.save(old, older / "table2_3.pt")
+    with pytest.raises(SystemExit, match="configuration is not valid.*from_the_future"):
+        ex.main(["adopt", *common[:-2], "--runs", str(tmp_path / "f"), "--weights",
+                 str(older), "--results", str(tmp_path / "f_res")])
     stale = tmp_path / "stale"  # results of another checkpoint of that run: refused
     (stale / "table2_3").mkdir(parents=True)
     (stale / "table2_3" / "levels.csv").write_text("level\n")

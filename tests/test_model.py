@@ -124,34 +124,40 @@ def test_training_forward_gives_every_term_and_gradients(items):
                for p in model.mask_branch.parameters())
 
 
-def test_con_isolate_keeps_the_connectivity_gradient_out_of_shared_features(items):
-    """``con_isolate``: l_ne and l_un have the same values, but their gradient reaches only the
-    controller rows that make the amodal head's parameters; with the paper's routing it also
-    reaches the mask branch and the controller tower that the visible branch shares."""
+@pytest.mark.parametrize("detach", [True, False], ids=["detached_inputs", "attached_inputs"])
+def test_con_isolate_keeps_the_connectivity_gradient_out_of_shared_features(items, detach):
+    """``con_isolate``: l_ne and l_un have the same values, and their gradient reaches only the
+    controller rows (weight and bias) that make the amodal head's parameters, exactly as much
+    as with the paper's routing; with the paper's routing it also reaches the mask branch and
+    the controller tower. With m_v attached (``detach_visible_input``, ``detach_visible``
+    False) the isolation must hold all the same."""
     grads = {}
     for iso in (False, True):
         torch.manual_seed(0)
-        model = BladeModel(preset("smoke", con_isolate=iso)).train()
+        model = BladeModel(preset("smoke", con_isolate=iso, detach_visible_input=detach,
+                                  detach_visible=detach)).train()
         terms, _ = model([it["image"] for it in items], items, iteration=1)
-        con = terms["amo_neighbor"] + terms["amo_uniform"]
-        con.backward()
-        w = model.head.regression_head.controller.weight.grad  # [P, C, 3, 3]
-        n_vis, n_amo = model.n_vis, model.n_amo
+        (terms["amo_neighbor"] + terms["amo_uniform"]).backward()
+        controller = model.head.regression_head.controller
+        rows = slice(model.n_vis, model.n_vis + model.n_amo)
+        others = {name: float(p.grad.abs().sum()) for name, p in model.named_parameters()
+                  if p.grad is not None and not name.startswith("head.regression_head.controller.")}
+        outside = torch.ones(controller.weight.shape[0], dtype=torch.bool)
+        outside[rows] = False
         grads[iso] = {
             "values": (float(terms["amo_neighbor"]), float(terms["amo_uniform"])),
-            "mask_branch": sum(float(p.grad.abs().sum()) for p in model.mask_branch.parameters()
-                               if p.grad is not None),
-            "tower": sum(float(p.grad.abs().sum())
-                         for p in model.head.regression_head.conv.parameters()
-                         if p.grad is not None),
-            "amodal_rows": float(w[n_vis:n_vis + n_amo].abs().sum()),
-            "other_rows": float(w[:n_vis].abs().sum() + w[n_vis + n_amo:].abs().sum()),
+            "others": sum(others.values()),
+            "mask_branch": sum(v for k, v in others.items() if k.startswith("mask_branch.")),
+            "amodal_rows": (controller.weight.grad[rows].clone(), controller.bias.grad[rows].clone()),
+            "outside_rows": float(controller.weight.grad[outside].abs().sum()
+                                  + controller.bias.grad[outside].abs().sum()),
         }
     paper, isolated = grads[False], grads[True]
     assert paper["values"] == isolated["values"]  # the same m_a, only the gradient is routed
-    assert paper["mask_branch"] > 0 and paper["tower"] > 0 and paper["amodal_rows"] > 0
-    assert isolated["mask_branch"] == 0 and isolated["tower"] == 0
-    assert isolated["amodal_rows"] > 0 and isolated["other_rows"] == 0
+    assert paper["mask_branch"] > 0 and paper["others"] > 0
+    assert isolated["others"] == 0 and isolated["outside_rows"] == 0  # nothing else moves
+    for a, b in zip(paper["amodal_rows"], isolated["amodal_rows"]):
+        assert b.abs().sum() > 0 and torch.allclose(a, b, atol=1e-7)
 
 
 def test_ablation_configs_change_the_terms(items):
