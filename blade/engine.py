@@ -55,7 +55,7 @@ from .config import Config
 from .criterion import total_loss
 from .data import AmodalDataset, AnnotationError
 from .model import BladeModel
-from .utils import USER_ERRORS, KitError, pick_device
+from .utils import KitError, item_or_error, pick_device
 
 CHECKPOINT_VERSION = 1
 COMMITTED_CHECKPOINT = "checkpoints/blade_cpu_seed0.pt"  # fp16 weights, see checkpoints/README.md
@@ -112,12 +112,9 @@ class PlannedBatches(torch.utils.data.Dataset):
         first = it * self.cfg.batch_size + self.rank * self.per_rank
         items = []
         for idx, flip in sample_plan(len(self.ds), self.cfg.seed, first, self.per_rank):
-            try:
-                item = self.ds[idx]
-            except USER_ERRORS as e:  # a bad image: from a worker, hand the error itself over
-                if torch.utils.data.get_worker_info() is None:
-                    raise
-                return e  # (torch would re-raise it with the worker's traceback in the message)
+            item = item_or_error(self.ds, idx)
+            if isinstance(item, BaseException):  # a bad image read by a worker: hand it over
+                return item
             items.append(hflip(item) if (flip and self.cfg.hflip) else item)
         return items
 

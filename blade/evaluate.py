@@ -287,14 +287,9 @@ class _Reading(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i):
-        from .utils import USER_ERRORS
+        from .utils import item_or_error
 
-        try:
-            return self.dataset[i]
-        except USER_ERRORS as e:
-            if torch.utils.data.get_worker_info() is None:
-                raise
-            return e
+        return item_or_error(self.dataset, i)
 
 
 def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = True,

@@ -146,6 +146,18 @@ class KitError(Exception):
 USER_ERRORS = (KitError, ValueError, OSError)
 
 
+def item_or_error(dataset, index):
+    """``dataset[index]``; inside a DataLoader worker a user error (a bad image or annotation)
+    is returned instead of raised, so that the main process raises it with its own message
+    (torch would wrap it in one about the worker). Outside a worker it is raised as usual."""
+    try:
+        return dataset[index]
+    except USER_ERRORS as e:
+        if torch.utils.data.get_worker_info() is None:
+            raise
+        return e
+
+
 def debug_requested(argv) -> bool:
     """``--debug`` on the command line or ``BLADE_DEBUG=1`` in the environment."""
     return "--debug" in (argv or []) or os.environ.get("BLADE_DEBUG", "0").lower() in (
