@@ -16,7 +16,7 @@ import blade.model
 from blade.boxes import mask_to_box
 from blade.config import preset
 from blade.engine import (SATURATED_STEPS, NonFiniteLoss, hflip, load_checkpoint, load_model,
-                          lr_factor, sample_plan, saturated_branches, train)
+                          lr_factor, sample_plan, saturated_branches, stuck_branches, train)
 from blade.train import main as train_main
 
 
@@ -128,6 +128,40 @@ def test_saturated_masks_warn_once_naming_branch_and_iteration(synthetic_dir, tm
                                             "iteration 2 .*grad-clip") as caught:
         train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
     assert sum("saturated" in str(w.message) for w in caught) == 1
+
+
+def test_stuck_branches_on_logged_running_means():
+    cpu = preset("cpu")  # lr warm-up 100 iterations
+    # the first var_isolate run (cpu, seed 0): m_a ~0.98 everywhere, amo_pair 0.06-0.3 (the
+    # saturation rule is silent), amo_proj 1.17 at iteration 200; BLADE's run there: 0.22
+    stuck = {"vis_proj": 0.33, "amo_proj": 1.17, "amo_pair": 0.07}
+    healthy = {"vis_proj": 0.28, "amo_proj": 0.22, "amo_pair": 0.31}
+    assert saturated_branches(stuck) == []
+    assert stuck_branches(stuck, 200, cpu) == ["amo"]
+    assert stuck_branches(healthy, 200, cpu) == []
+    assert stuck_branches(stuck, 99, cpu) == []  # inside the warm-up: not judged yet
+    paper = preset("paper")  # warm-up 1000: a high term at 500 is the warm-up's, not a collapse
+    assert stuck_branches(stuck, 500, paper) == [] and stuck_branches(stuck, 1000, paper) == ["amo"]
+    assert stuck_branches({"vis_dice": 1.5}, 500, cpu) == []
+
+
+def test_stuck_masks_warn_once_after_the_warm_up(synthetic_dir, tmp_path, monkeypatch):
+    real = blade.model.blade_criterion
+
+    def nearly_constant(outputs, targets, cfg, iteration=0):  # m_a ~0.98: pairwise not ~0
+        terms, weights = real(outputs, targets, cfg, iteration)
+        terms["amo_proj"] = terms["amo_proj"] * 0.0 + 1.2
+        terms["vis_proj"] = terms["vis_proj"] * 0.0 + 0.3  # a healthy visible branch
+        return terms, weights
+
+    monkeypatch.setattr(blade.model, "blade_criterion", nearly_constant)
+    monkeypatch.setattr(blade.engine, "STUCK_AFTER", 3)
+    cfg = preset("smoke", iterations=6)
+    with pytest.warns(RuntimeWarning, match=r"amodal branch's projection term is still 1.20 "
+                                            r"\(running mean\) at iteration 3") as caught:
+        train(cfg, *_data(synthetic_dir), str(tmp_path), progress=False)
+    assert sum("projection term is still" in str(w.message) for w in caught) == 1
+    assert not any("saturated" in str(w.message) for w in caught)
 
 
 def test_checkpoints_are_safe_and_versioned(synthetic_dir, tmp_path):
