@@ -468,15 +468,22 @@ def _results_script(name):
 def test_grad_probe_takes_the_training_runs_own_first_steps(synthetic_dir, checkpoint):
     from blade.data import AmodalDataset
 
-    probe = _results_script("grad_probe").probe
+    gp = _results_script("grad_probe")
     ds = AmodalDataset(os.path.join(synthetic_dir, "train.json"),
                        os.path.join(synthetic_dir, "train"), mode="train")
     cfg = preset("smoke", iterations=2, num_classes=len(ds.classes), workers=0)
-    rows = probe(cfg, ds, 2)
-    logged = pd.read_csv(os.path.join(os.path.dirname(os.path.dirname(checkpoint)), "log.csv"))
+    rows = gp.probe(cfg, ds, 2)
+    log = os.path.join(os.path.dirname(os.path.dirname(checkpoint)), "log.csv")
     # the checkpoint fixture is the same configuration trained by the engine: same losses
+    logged = pd.read_csv(log)
     assert [r["amo_proj"] for r in rows] == pytest.approx(list(logged["amo_proj"]), rel=1e-5)
-    assert rows[0]["g_amo_proj"] > 0 and 0 < rows[0]["p_a"] < 1
-    warm = probe(dataclasses.replace(cfg, con_warmup=True), ds, 1)[0]  # connectivity weight 0 at iteration 0
-    assert warm["g_amo_neighbor"] == 0 and warm["g_amo_uniform"] == 0
+    assert gp.check_log(rows, log) < 1e-5
+    assert rows[0]["g_amo_proj"] > 0 and 0 < rows[0]["p_a"] < 1 and 0 < rows[0]["p_v"] < 1
     assert rows[0]["g_amo_neighbor"] > 0  # the paper's recipe: l_ne at full weight from the start
+    warm = gp.probe(dataclasses.replace(cfg, con_warmup=True), ds, 1)[0]
+    assert warm["g_amo_neighbor"] == 0 and warm["g_amo_uniform"] == 0  # weight 0 at iteration 0
+    # the counterfactual: l_ne off from step 1 leaves step 0 as it was, no l_ne gradient at 1
+    cut = gp.probe(cfg, ds, 2, zero={"amo_neighbor": 1})
+    assert cut[0] == rows[0] and cut[1]["g_amo_neighbor"] == 0 and cut[1]["g_amo_proj"] > 0
+    with pytest.raises(ValueError, match="no logged step"):
+        gp.check_log(rows[:0], log)
