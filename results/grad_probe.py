@@ -146,15 +146,16 @@ def main():
         ne = max(rows, key=lambda r: r["g_amo_neighbor"])
         pr = max(rows, key=lambda r: r["g_amo_proj"])
         ones = [r["iteration"] for r in rows if r["p_a"] > ALL_ONES]
-        summary.append((run + ("*" if args.zero else ""), ne["g_amo_neighbor"], ne["iteration"],
+        label = run + "".join(f" -{k[4:]}@{i}" for k, i in args.zero)
+        summary.append((label, ne["g_amo_neighbor"], ne["iteration"],
                         pr["g_amo_proj"], pr["iteration"], ones[0] if ones else None, len(ones)))
         print(flush=True)
     print(f"== summary: largest gradients on the amodal controller rows, and steps with mean "
-          f"m_a > {ALL_ONES} (all ones){'; * = with --zero' if args.zero else ''}")
-    print("run                     max g_ne (iter)  max g_proj (iter)  first all-ones  "
+          f"m_a > {ALL_ONES} (all ones){'; -TERM@I: TERM off from I' if args.zero else ''}")
+    print("run                            max g_ne (iter)  max g_proj (iter)  first all-ones  "
           "all-ones steps")
     for run, g, at, gp, atp, first, n in summary:
-        print(f"{run:22s}  {g:8.3g} ({at:3d})  {gp:10.3g} ({atp:3d})  {str(first):>14}  "
+        print(f"{run:29s}  {g:8.3g} ({at:3d})  {gp:10.3g} ({atp:3d})  {str(first):>14}  "
               f"{n:14d}")
 
 
