@@ -103,6 +103,14 @@ def _zero_arg(text: str) -> tuple:
     return term, int(it)
 
 
+def _window_arg(text: str) -> tuple:
+    lo, _, hi = text.partition(":")
+    if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
+        raise argparse.ArgumentTypeError(f"--window {text!r}: expected A:B, two iterations "
+                                         f"with A <= B, e.g. 20:32")
+    return int(lo), int(hi)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run names, e.g. blade var_isolate var_isolate_seed1")
@@ -110,7 +118,8 @@ def main():
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--every", type=int, default=4, help="print every N-th step")
-    p.add_argument("--window", default=None, help="A:B: also print every step A <= it < B")
+    p.add_argument("--window", type=_window_arg, default=(0, 0),
+                   help="A:B: also print every step A <= it < B")
     p.add_argument("--zero", type=_zero_arg, action="append", default=[],
                    help="TERM@ITER: that term's weight 0 from iteration ITER on (repeatable)")
     p.add_argument("--log", default=None, help="a training run's log.csv to check the probe "
@@ -118,7 +127,12 @@ def main():
     args = p.parse_args()
     if args.log and len(args.runs) != 1:
         p.error("--log checks one run: give one run name")
-    lo, hi = (int(x) for x in args.window.split(":")) if args.window else (0, 0)
+    lo, hi = args.window
+    for run in args.runs:
+        try:
+            run_overrides(run)
+        except ValueError as e:
+            p.error(str(e))
     torch.set_num_threads(1)
     summary = []
     dataset = None
