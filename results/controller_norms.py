@@ -17,20 +17,19 @@ initialisation the amodal rows' weight norm is 3.73 in the ``cpu`` network).
 import argparse
 import os
 
-from blade.engine import load_checkpoint, model_from_checkpoint
+from blade.engine import CheckpointError, load_checkpoint, model_from_checkpoint
 
 
 def row_norms(path: str) -> dict:
-    """{"vis"|"amo"|"reg": (|W|, |b|)} of a checkpoint's controller; branches a configuration
-    does not build are left out."""
+    """{"vis"|"amo"|"reg": (|W|, |b|)} of a checkpoint's controller (every configuration
+    builds all three groups of rows, trained or not)."""
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)  # the checkpoint's own weights, no download
     ctrl = model.head.regression_head.controller
     w, b = ctrl.weight.detach().flatten(1), ctrl.bias.detach()
     out, start = {}, 0
     for name, n in (("vis", model.n_vis), ("amo", model.n_amo), ("reg", model.n_reg)):
-        if n:
-            out[name] = (w[start:start + n].norm().item(), b[start:start + n].norm().item())
+        out[name] = (w[start:start + n].norm().item(), b[start:start + n].norm().item())
         start += n
     return out
 
@@ -40,16 +39,21 @@ def main():
     p.add_argument("runs", nargs="+", help="run names, e.g. blade var_isolate")
     p.add_argument("--runs-dir", default="runs/experiments/cpu")
     args = p.parse_args()
-    print("run                   " + "  ".join(f"{k + ' |W|':>8} {k + ' |b|':>8}"
-                                               for k in ("vis", "amo", "reg")))
-    for run in args.runs:
-        path = os.path.join(args.runs_dir, run, "checkpoints", "last.pt")
+    paths = [os.path.join(args.runs_dir, run, "checkpoints", "last.pt") for run in args.runs]
+    for path in paths:  # all checked before a line is printed (output is often redirected)
         if not os.path.isfile(path):
             p.error(f"{path}: no checkpoint (train the run first)")
-        norms = row_norms(path)
-        print(f"{run:20s}  " + "  ".join(
-            f"{norms[k][0]:8.2f} {norms[k][1]:8.2f}" if k in norms else f"{'-':>8} {'-':>8}"
-            for k in ("vis", "amo", "reg")))
+    rows = []
+    for run, path in zip(args.runs, paths):
+        try:
+            rows.append((run, row_norms(path)))
+        except CheckpointError as e:
+            p.error(str(e))
+    print("run                   " + "  ".join(f"{k + ' |W|':>8} {k + ' |b|':>8}"
+                                               for k in ("vis", "amo", "reg")))
+    for run, norms in rows:
+        print(f"{run:20s}  " + "  ".join(f"{norms[k][0]:8.2f} {norms[k][1]:8.2f}"
+                                         for k in ("vis", "amo", "reg")))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Nothing is written to disk.
 
 import argparse
 import math
+import os
 
 import pandas as pd
 import torch
@@ -32,7 +33,7 @@ from blade.criterion import total_loss
 from blade.data import AmodalDataset
 from blade.engine import PlannedBatches, backward_step, dataset_mode, forward_step
 from blade.model import BladeModel
-from blade.runs import run_overrides
+from blade.runs import REFERENCES, run_overrides, split_seed
 
 TERMS = ("amo_proj", "amo_pair", "amo_neighbor", "amo_uniform")
 LOGGED = ("vis_proj", "vis_pair", "amo_proj", "amo_pair")  # raw terms printed per step
@@ -103,6 +104,19 @@ def _zero_arg(text: str) -> tuple:
     return term, int(it)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
+
+
+def has_term(cfg, term: str) -> bool:
+    """Whether a configuration's criterion has the amodal ``term`` (``blade.criterion``)."""
+    if not cfg.use_amodal:
+        return False
+    return {"amo_neighbor": cfg.use_neighbor, "amo_uniform": cfg.use_uniform}.get(term, True)
+
+
 def _window_arg(text: str) -> tuple:
     lo, _, hi = text.partition(":")
     if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
@@ -116,8 +130,8 @@ def main():
     p.add_argument("runs", nargs="+", help="run names, e.g. blade var_isolate var_isolate_seed1")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--data", default="data/synthetic")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--every", type=int, default=4, help="print every N-th step")
+    p.add_argument("--steps", type=_positive, default=40)
+    p.add_argument("--every", type=_positive, default=4, help="print every N-th step")
     p.add_argument("--window", type=_window_arg, default=(0, 0),
                    help="A:B: also print every step A <= it < B")
     p.add_argument("--zero", type=_zero_arg, action="append", default=[],
@@ -127,12 +141,27 @@ def main():
     args = p.parse_args()
     if args.log and len(args.runs) != 1:
         p.error("--log checks one run: give one run name")
+    if args.log and args.zero:
+        p.error("--log checks a replay of the run as trained; --zero changes it")
+    if args.log and not os.path.isfile(args.log):
+        p.error(f"--log {args.log}: no such file")
+    terms = [k for k, _ in args.zero]
+    if len(set(terms)) < len(terms):
+        p.error(f"--zero names a term twice: {terms}")
+    for k, i in args.zero:
+        if i >= args.steps:
+            p.error(f"--zero {k}@{i}: iteration {i} is not among the {args.steps} steps")
     lo, hi = args.window
     for run in args.runs:
+        if split_seed(run)[0] in REFERENCES:
+            p.error(f"{run!r} is a reference row (the given box, no training): nothing to replay")
         try:
-            run_overrides(run)
+            overrides = run_overrides(run)
         except ValueError as e:
             p.error(str(e))
+        for k, _ in args.zero:
+            if not has_term(preset(args.preset, **overrides), k):
+                p.error(f"--zero {k}: run {run!r} has no such term")
     torch.set_num_threads(1)
     summary = []
     dataset = None
@@ -155,8 +184,11 @@ def main():
                       f"{r['p_a']:5.3f}  {r['amo_proj']:8.2f}  {r['amo_pair']:8.3f}  "
                       + "  ".join(f"{r[f'g_{k}']:10.3g}" for k in TERMS))
         if args.log:
-            print(f"largest difference to {args.log} at its logged steps: "
-                  f"{check_log(rows, args.log):.2e}")
+            try:
+                print(f"largest difference to {args.log} at its logged steps: "
+                      f"{check_log(rows, args.log):.2e}")
+            except (ValueError, KeyError) as e:
+                p.error(f"--log {args.log}: {e}")
         ne = max(rows, key=lambda r: r["g_amo_neighbor"])
         pr = max(rows, key=lambda r: r["g_amo_proj"])
         ones = [r["iteration"] for r in rows if r["p_a"] > ALL_ONES]

@@ -487,3 +487,39 @@ def test_grad_probe_takes_the_training_runs_own_first_steps(synthetic_dir, check
     assert cut[0] == rows[0] and cut[1]["g_amo_neighbor"] == 0 and cut[1]["g_amo_proj"] > 0
     with pytest.raises(ValueError, match="no logged step"):
         gp.check_log(rows[:0], log)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["blade", "--steps", "0"], "whole number >= 1"),
+    (["table2_3", "--zero", "amo_neighbor@3"], "run 'table2_3' has no such term"),
+    (["blade", "--zero", "amo_neighbor@3", "--zero", "amo_neighbor@5"], "names a term twice"),
+    (["blade", "--zero", "amo_neighbor@50"], "not among the 40 steps"),
+    (["blade", "--zero", "neighbor@3"], "expected TERM@ITERATION"),
+    (["box_ba"], "reference row"),
+    (["nosuchrun"], "unknown run 'nosuchrun'"),
+    (["blade", "var_isolate", "--log", "log.csv"], "--log checks one run"),
+    (["blade", "--log", "missing.csv"], "no such file"),
+    (["blade", "--window", "20"], "expected A:B"),
+])
+def test_grad_probe_refuses_bad_arguments_before_any_replay(argv, message, monkeypatch, capsys):
+    gp = _results_script("grad_probe")
+    monkeypatch.setattr(gp, "probe", lambda *a, **k: pytest.fail("replayed despite bad input"))
+    monkeypatch.setattr("sys.argv", ["grad_probe.py", *argv])
+    with pytest.raises(SystemExit):
+        gp.main()
+    assert message in capsys.readouterr().err
+    cfg = preset("cpu", **ex.run_overrides("table2_3"))
+    assert gp.has_term(cfg, "amo_proj") and not gp.has_term(cfg, "amo_neighbor")
+
+
+def test_controller_norms_split_the_rows_as_the_model_does(checkpoint):
+    from blade.engine import load_model
+
+    norms = _results_script("controller_norms").row_norms(checkpoint)
+    model, _ = load_model(checkpoint)
+    ctrl = model.head.regression_head.controller
+    w = ctrl.weight.detach().flatten(1)
+    n_v, n_a = model.n_vis, model.n_vis + model.n_amo  # model.py: params.split([n_vis, n_amo, n_reg])
+    assert norms["vis"][0] == pytest.approx(w[:n_v].norm().item())
+    assert norms["amo"][0] == pytest.approx(w[n_v:n_a].norm().item())
+    assert norms["reg"][1] == pytest.approx(ctrl.bias.detach()[n_a:].norm().item())
