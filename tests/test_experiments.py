@@ -105,7 +105,7 @@ def test_results_of_one_protocol_get_the_other_from_the_checkpoint(finished, mon
 
 def test_variants_are_runs_and_collected(tmp_path):
     for name in ex.table_runs("variants"):
-        cfg = preset("cpu", **ex.run_overrides(name))
+        preset("cpu", **ex.run_overrides(name))  # every override is a Config field
         assert ex.run_label(name)
     assert preset("cpu", **ex.run_overrides("var_hidden_warmup")).ne_allow == "hidden"
     iso = preset("cpu", **ex.run_overrides("var_isolate_warmup"))
