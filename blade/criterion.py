@@ -54,7 +54,7 @@ from .losses import (mask_dice_loss, mil_loss, neighbor_loss, pairwise_loss, pro
 
 VIS_TARGETS = ("visible", "amodal")
 VIS_LOSSES = ("boxinst", "mil", "dice")
-NE_ALLOW = ("box", "region", "hidden")
+NE_ALLOW = ("box", "region", "hidden", "depth")
 
 
 @dataclass
@@ -67,7 +67,7 @@ class LossConfig:
     t: float = 0.5  # threshold on m_v defining V_pov (Eq. 10); paper-derived
     ne_dilation: int = 2  # l_ne neighbour distance in stride-4 mask cells (paper: one-pixel gap = 2)
     # -- kit variants of the connectivity loss (issue 13; defaults = the paper) ----------------
-    ne_allow: str = "box"  # where l_ne may expand m_a: box (B_a, paper), region (R), hidden (R minus B_v)
+    ne_allow: str = "box"  # where l_ne may pull m_a: box (paper), region, hidden, depth
     con_warmup: bool = False  # warm l_ne and l_un up with the pairwise term (paper: full weight at 0)
     con_isolate: bool = False  # l_ne, l_un train only the amodal head's controller rows (paper: all weights)
     color_threshold: float = 0.3  # BoxInst code default (its paper favoured 0.1)
@@ -124,7 +124,28 @@ def warmup_factor(iteration: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(float(iteration) / warmup, 1.0)
 
 
-def expansion_area(ne_allow: str, targets: dict) -> torch.Tensor | None:
+def others_visible(m_v: torch.Tensor, gt_index: torch.Tensor, gt_image: torch.Tensor,
+                   t: float = 0.5) -> torch.Tensor:
+    """[N,1,H,W] {0,1}: where another object of the same image is visible, by the model's own
+    visible masks. m_v [N,1,H,W] probabilities of the N training instances (several per
+    ground-truth object: one per positive location); ``gt_index`` [N] their object (an index
+    into the batch's objects); ``gt_image`` [G] each object's image. An object's visible mask
+    is the union over its instances of m_v > t (no gradient); an instance gets the union of
+    the visible masks of the *other* objects of its image."""
+    n = m_v.shape[0]
+    if n == 0:
+        return torch.zeros_like(m_v)
+    on = (m_v.detach() > t).to(m_v.dtype)
+    g = len(gt_image)
+    per_obj = on.new_zeros((g,) + on.shape[1:]).index_add_(0, gt_index, on).clamp_(max=1)
+    per_img = on.new_zeros((int(gt_image.max()) + 1,) + on.shape[1:]).index_add_(
+        0, gt_image, per_obj)  # how many objects are visible at each pixel
+    others = per_img[gt_image[gt_index]] - per_obj[gt_index]
+    return (others > 0.5).to(m_v.dtype)
+
+
+def expansion_area(ne_allow: str, targets: dict, m_v: torch.Tensor | None = None,
+                   t: float = 0.5) -> torch.Tensor | None:
     """[N,1,H,W] where l_ne may pull m_a outwards (``neighbor_edges``' ``allowed``).
 
     * ``"box"``: the paper (Eq. 11): anywhere in B_a. The band grows in every direction inside
@@ -136,12 +157,22 @@ def expansion_area(ne_allow: str, targets: dict) -> torch.Tensor | None:
       by definition, so this is where the hidden extent must be; an unoccluded object (B_v =
       B_a) gets no expansion at all, even when R covers most of its box. Uses only the boxes
       training already has.
+    * ``"depth"``: R where *another* object of the image is visible, by the model's own m_v
+      (``others_visible``; needs ``m_v`` and the targets ``gt_index``, ``gt_image``). The depth
+      cue R lacks: an object can be hidden only behind something seen in front of it. Where
+      the object itself is in front, the overlap shows its own visible mask, not the other's,
+      and l_ne does not pull there; an object nothing overlaps gets no expansion.
     """
     if ne_allow == "box":
         return None
     region = targets["region_masks"]
     if ne_allow == "region":
         return region
+    if ne_allow == "depth":
+        if m_v is None or "gt_index" not in targets or "gt_image" not in targets:
+            raise ValueError("ne_allow='depth' needs m_v and the targets gt_index, gt_image "
+                             "(BladeModel.forward provides them)")
+        return region * others_visible(m_v, targets["gt_index"], targets["gt_image"], t)
     return region * (1 - targets["visible_box_masks"])
 
 
@@ -184,7 +215,7 @@ def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: in
             if cfg.use_neighbor:
                 terms["amo_neighbor"] = neighbor_loss(
                     m_a, m_v, region, targets["amodal_box_masks"], cfg.t, cfg.ne_dilation,
-                    expansion_area(cfg.ne_allow, targets))
+                    expansion_area(cfg.ne_allow, targets, m_v, cfg.t))
                 weights["amo_neighbor"] = w_con
             if cfg.use_uniform:
                 terms["amo_uniform"] = uniform_loss(m_a, m_v, region, cfg.K)

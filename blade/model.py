@@ -390,6 +390,8 @@ class BladeModel(FCOS):
             "amodal_box_masks": box_bitmasks(amo, H, W, MASK_STRIDE)[gt_idx],
             "region_masks": region_bitmasks(amo, H, W, MASK_STRIDE, image_ids=ids)[gt_idx],
             "color_similarity": sim[img_idx],
+            "gt_index": gt_idx,  # each instance's object and each object's image, for the
+            "gt_image": ids,  # depth cue of ne_allow="depth"
         }
         if cfg.use_visible and cfg.vis_loss == "dice":  # full supervision: GT masks at stride 4
             key = f"{cfg.vis_target}_masks"

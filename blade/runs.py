@@ -72,11 +72,13 @@ VARIANTS = {
     # warm-up keeps l_ne small while V_pov (m_v > t) is still noise
     "var_isolate_warmup": Method("BLADE, isolate + warm-up",
                                  {"con_isolate": True, "con_warmup": True}),
+    "var_depth": Method("BLADE, l_ne expands only behind others' visible masks",
+                        {"ne_allow": "depth"}),
 }
 # The variants table: the paper's recipe, the variants and the references they must beat.
 VARIANT_TABLE = ["blade", "var_hidden", "var_region", "var_warmup", "var_hidden_warmup",
-                 "var_isolate", "var_isolate_warmup", "table2_3", "boxinst_ba", "boxinst_bv",
-                 "full"]
+                 "var_isolate", "var_isolate_warmup", "var_depth", "table2_3", "boxinst_ba",
+                 "boxinst_bv", "full"]
 
 
 def method(name: str) -> Method:

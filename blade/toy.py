@@ -50,6 +50,13 @@ class BandConfig:
     ne_dilation: int = 2  # l_ne neighbour distance in cells (paper: one-pixel gap = 2)
     snapshots: int = 4  # m_a snapshots kept, evenly spaced over the run
 
+    def __post_init__(self):
+        if self.ne_allow not in NE_ALLOWS:
+            extra = (" (the depth cue needs the other objects' visible masks, which the toy "
+                     "does not model)" if self.ne_allow == "depth" else "")
+            raise ValueError(f"BandConfig.ne_allow must be one of {NE_ALLOWS}, got "
+                             f"{self.ne_allow!r}{extra}")
+
 
 def toy_instance(seed: int = 0, image_size: int = 256, stride: int = 2,
                  min_occlusion: float = 0.3, max_occlusion: float = 0.75,

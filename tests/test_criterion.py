@@ -8,7 +8,7 @@ import torch
 
 from blade.boxes import box_bitmasks
 from blade.criterion import (TABLE2_ROWS, LossConfig, blade_criterion, expansion_area,
-                             table2_config, total_loss, warmup_factor)
+                             others_visible, table2_config, total_loss, warmup_factor)
 from blade.losses import color_similarity, neighbor_edges, neighbor_loss
 
 
@@ -159,6 +159,44 @@ def test_ne_allow_hidden_expands_outside_the_visible_box_only():
     a = m_a.flatten().tolist()
     assert loss.item() == pytest.approx(
         _bce_edges(a, [(0, 2, 1), (2, 4, 1), (3, 5, 0), (4, 6, 0)]), abs=1e-12)
+
+
+def _rows(*rows):
+    return torch.tensor(rows, dtype=torch.float64).view(len(rows), 1, 1, -1)
+
+
+def test_others_visible_by_hand():
+    """Image 0 holds objects A (instances 0, 1) and B (instance 2); image 1 only C (3)."""
+    m_v = _rows([0.9, 0.9, 0.1, 0.1, 0.1],  # A, one location
+                [0.1, 0.9, 0.9, 0.1, 0.1],  # A, another: A is visible on 0..2
+                [0.1, 0.1, 0.1, 0.9, 0.9],  # B: visible on 3..4
+                [0.9, 0.9, 0.9, 0.9, 0.9])  # C, alone in its image
+    gt_index, gt_image = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 1])
+    others = others_visible(m_v, gt_index, gt_image).flatten(1).tolist()
+    assert others == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]
+    targets = {"region_masks": _rows(*[[0, 0, 1, 1, 1]] * 4), "gt_index": gt_index,
+               "gt_image": gt_image}
+    area = expansion_area("depth", targets, m_v).flatten(1).tolist()
+    # A may grow only where B is seen inside R; B where A is seen (pixel 2); C nowhere
+    assert area == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert others_visible(m_v[:0], gt_index[:0], gt_image).shape == (0, 1, 1, 5)
+    with pytest.raises(ValueError, match="gt_index, gt_image"):
+        expansion_area("depth", {"region_masks": targets["region_masks"]}, m_v)
+
+
+def test_ne_allow_depth_in_front_gets_no_pull():
+    """The row case with the other object seen only outside R: nothing may grow, so l_ne keeps
+    only V_pov's own edges (c = 1 inside V_pov) and those across the border of B_a."""
+    targets, m_v, m_a = _row_case()
+    other = torch.tensor([0.9, 0, 0, 0, 0, 0, 0.9], dtype=torch.float64).view(1, 1, 1, 7)
+    both = {"region_masks": targets["region_masks"].repeat(2, 1, 1, 1),  # instance 1: object B
+            "gt_index": torch.tensor([0, 1]), "gt_image": torch.tensor([0, 0])}
+    area = expansion_area("depth", both, torch.cat([m_v, other]))[:1]
+    assert area.flatten().tolist() == [0] * 7  # B's visible pixels 0 and 6 lie outside R
+    loss = neighbor_loss(m_a, m_v, targets["region_masks"], targets["amodal_box_masks"],
+                         allowed=area)
+    assert loss.item() == pytest.approx(
+        _bce_edges(m_a.flatten().tolist(), [(2, 4, 1), (3, 5, 0), (4, 6, 0)]), abs=1e-12)
 
 
 def test_default_config_is_the_paper_graph():

@@ -308,3 +308,26 @@ def test_box_match_prompt_predicts_and_ignores_the_score_threshold(items):
     assert low["masks"].shape == (len(given), *img.shape[-2:])
     for key in ("masks", "scores", "labels", "matched"):
         assert torch.equal(low[key], high[key]), key
+
+
+def test_training_targets_carry_objects_for_the_depth_cue(items, monkeypatch):
+    """ne_allow="depth" reads each instance's object and each object's image from the targets
+    the model builds: one image index per object of the batch, in the batch's order."""
+    import blade.model
+
+    seen = {}
+    real = blade.model.blade_criterion
+
+    def keep(outputs, targets, cfg, iteration=0):
+        seen.update(targets)
+        return real(outputs, targets, cfg, iteration)
+
+    monkeypatch.setattr(blade.model, "blade_criterion", keep)
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke", ne_allow="depth")).train()
+    terms, _ = model([it["image"] for it in items], items, iteration=1)
+    counts = [len(it["labels"]) for it in items]
+    assert seen["gt_image"].tolist() == [b for b, n in enumerate(counts) for _ in range(n)]
+    assert len(seen["gt_index"]) == len(seen["region_masks"])
+    assert int(seen["gt_index"].max()) < sum(counts)
+    assert torch.isfinite(terms["amo_neighbor"])

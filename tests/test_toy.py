@@ -107,3 +107,10 @@ def test_variants_explorer_redraws_on_change():
     first = bytes(box.image.value)
     box.controls["m_v"].value = "shrunk"
     assert box.out.last_error is None and bytes(box.image.value) != first
+
+
+def test_band_config_refuses_variants_the_toy_cannot_model():
+    with pytest.raises(ValueError, match="depth cue needs the other objects' visible masks"):
+        BandConfig(ne_allow="depth")
+    with pytest.raises(ValueError, match="must be one of"):
+        BandConfig(ne_allow="everywhere")
