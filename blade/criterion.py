@@ -131,16 +131,17 @@ def others_visible(m_v: torch.Tensor, gt_index: torch.Tensor, gt_image: torch.Te
     ground-truth object: one per positive location); ``gt_index`` [N] their object (an index
     into the batch's objects); ``gt_image`` [G] each object's image. An object's visible mask
     is the union over its instances of m_v > t (no gradient); an instance gets the union of
-    the visible masks of the *other* objects of its image."""
+    the visible masks of the *other* objects of its image. An object without a positive
+    location in this step has no instance, hence no visible mask here."""
     n = m_v.shape[0]
     if n == 0:
         return torch.zeros_like(m_v)
     on = (m_v.detach() > t).to(m_v.dtype)
     g = len(gt_image)
     per_obj = on.new_zeros((g,) + on.shape[1:]).index_add_(0, gt_index, on).clamp_(max=1)
-    per_img = on.new_zeros((int(gt_image.max()) + 1,) + on.shape[1:]).index_add_(
-        0, gt_image, per_obj)  # how many objects are visible at each pixel
-    others = per_img[gt_image[gt_index]] - per_obj[gt_index]
+    same_image = (gt_image[:, None] == gt_image[None, :]).to(on.dtype)  # [G,G], no host sync
+    per_img = (same_image @ per_obj.flatten(1)).view_as(per_obj)  # objects visible per pixel
+    others = per_img[gt_index] - per_obj[gt_index]
     return (others > 0.5).to(m_v.dtype)
 
 
@@ -158,10 +159,12 @@ def expansion_area(ne_allow: str, targets: dict, m_v: torch.Tensor | None = None
       B_a) gets no expansion at all, even when R covers most of its box. Uses only the boxes
       training already has.
     * ``"depth"``: R where *another* object of the image is visible, by the model's own m_v
-      (``others_visible``; needs ``m_v`` and the targets ``gt_index``, ``gt_image``). The depth
-      cue R lacks: an object can be hidden only behind something seen in front of it. Where
-      the object itself is in front, the overlap shows its own visible mask, not the other's,
-      and l_ne does not pull there; an object nothing overlaps gets no expansion.
+      (``others_visible``; needs ``m_v`` and the targets ``gt_index``, ``gt_image``). A
+      visibility cue, not a full depth order: an object can be hidden only behind something
+      seen there, so the pull into background pixels of R that no object covers is gone. It
+      is symmetric at a contact line: the object in front is pulled into the other's visible
+      pixels inside its own box as much as the occluded one is pulled under the occluder
+      (``tests/test_criterion.py::test_ne_allow_depth_at_a_contact_line``).
     """
     if ne_allow == "box":
         return None

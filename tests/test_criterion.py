@@ -10,6 +10,7 @@ from blade.boxes import box_bitmasks
 from blade.criterion import (TABLE2_ROWS, LossConfig, blade_criterion, expansion_area,
                              others_visible, table2_config, total_loss, warmup_factor)
 from blade.losses import color_similarity, neighbor_edges, neighbor_loss
+from blade.pairwise import unfold_neighbours
 
 
 def _batch(n=2, h=16, w=16, seed=0):
@@ -184,19 +185,50 @@ def test_others_visible_by_hand():
         expansion_area("depth", {"region_masks": targets["region_masks"]}, m_v)
 
 
-def test_ne_allow_depth_in_front_gets_no_pull():
-    """The row case with the other object seen only outside R: nothing may grow, so l_ne keeps
-    only V_pov's own edges (c = 1 inside V_pov) and those across the border of B_a."""
-    targets, m_v, m_a = _row_case()
-    other = torch.tensor([0.9, 0, 0, 0, 0, 0, 0.9], dtype=torch.float64).view(1, 1, 1, 7)
-    both = {"region_masks": targets["region_masks"].repeat(2, 1, 1, 1),  # instance 1: object B
-            "gt_index": torch.tensor([0, 1]), "gt_image": torch.tensor([0, 0])}
-    area = expansion_area("depth", both, torch.cat([m_v, other]))[:1]
-    assert area.flatten().tolist() == [0] * 7  # B's visible pixels 0 and 6 lie outside R
-    loss = neighbor_loss(m_a, m_v, targets["region_masks"], targets["amodal_box_masks"],
-                         allowed=area)
-    assert loss.item() == pytest.approx(
-        _bce_edges(m_a.flatten().tolist(), [(2, 4, 1), (3, 5, 0), (4, 6, 0)]), abs=1e-12)
+def _contact_scene():
+    """10x10 cells: A, a diamond in box rows/cols 1..6, in front (visible = amodal); B, the
+    rectangle 4..9 x 4..9 behind it (visible = rectangle minus A). R = the box overlap 4..6 x
+    4..6 for both. Returns targets and the true amodal masks [2,1,10,10] (A, B)."""
+    yy, xx = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
+    a = ((yy - 3.5).abs() + (xx - 3.5).abs() <= 3).double()
+    box = (lambda y1, y2, x1, x2: ((yy >= y1) & (yy <= y2) & (xx >= x1) & (xx <= x2)).double())
+    b = box(4, 9, 4, 9)
+    b_vis = b * (1 - a)
+    truth = torch.stack([a, b])[:, None]
+    targets = {"amodal_box_masks": torch.stack([box(1, 6, 1, 6), b])[:, None],
+               "visible_box_masks": torch.stack([box(1, 6, 1, 6), b])[:, None],  # B_v(B) = B_a
+               "region_masks": torch.stack([box(4, 6, 4, 6)] * 2)[:, None],
+               "gt_index": torch.tensor([0, 1]), "gt_image": torch.tensor([0, 0])}
+    m_v = 0.05 + 0.9 * torch.stack([a, b_vis])[:, None]
+    return targets, truth, m_v
+
+
+def _pulls(allow, targets, truth, m_v):
+    """Per object: (c = 1 edges that join a cell of its true mask to one outside it, i.e. a
+    pull of m_a across its true border; c = 1 edges into its true hidden part)."""
+    area = expansion_area(allow, targets, m_v)
+    edges, c, _ = neighbor_edges(m_v, targets["region_masks"], targets["amodal_box_masks"],
+                                 dilation=1, allowed=area)
+    pull = edges & (c > 0.5)
+    nb = unfold_neighbours(truth, 1)[:, 0]
+    wrong = pull & ((truth > 0.5) != (nb > 0.5))
+    hidden = (truth > 0.5) & (m_v < 0.5)
+    into_hidden = pull & (unfold_neighbours(hidden.double(), 1)[:, 0] > 0.5)
+    return [int(x) for x in wrong.flatten(1).sum(1)], [int(x) for x in into_hidden.flatten(1).sum(1)]
+
+
+def test_ne_allow_depth_at_a_contact_line():
+    """``depth`` is a visibility cue, not a depth order: at the contact line the occluded B is
+    pulled under A (into its hidden part, as wanted) and A, in front, is pulled into B's
+    visible cells inside A's own box (across A's true border) as well. ``hidden`` pulls
+    neither here: both visible boxes equal the amodal boxes."""
+    targets, truth, m_v = _contact_scene()
+    wrong, into_hidden = _pulls("depth", targets, truth, m_v)
+    assert into_hidden[1] > 0  # B grows under A
+    assert wrong[0] > 0  # A grows into B: the cue does not say who is in front
+    # every cell of this R is someone's visible cell: depth removes nothing of region's pulls
+    assert _pulls("region", targets, truth, m_v) == (wrong, into_hidden)
+    assert _pulls("hidden", targets, truth, m_v) == ([0, 0], [0, 0])
 
 
 def test_default_config_is_the_paper_graph():

@@ -330,4 +330,12 @@ def test_training_targets_carry_objects_for_the_depth_cue(items, monkeypatch):
     assert seen["gt_image"].tolist() == [b for b, n in enumerate(counts) for _ in range(n)]
     assert len(seen["gt_index"]) == len(seen["region_masks"])
     assert int(seen["gt_index"].max()) < sum(counts)
+    # each instance's colour similarity is its own image's: equal exactly for instances whose
+    # object lies in the same image, different across images
+    image = seen["gt_image"][seen["gt_index"]]
+    sim = seen["color_similarity"]
+    assert len(set(image.tolist())) == 2
+    for k in range(len(image)):
+        for j in range(len(image)):
+            assert torch.equal(sim[k], sim[j]) == bool(image[k] == image[j])
     assert torch.isfinite(terms["amo_neighbor"])
