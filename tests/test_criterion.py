@@ -214,7 +214,8 @@ def _pulls(allow, targets, truth, m_v):
     wrong = pull & ((truth > 0.5) != (nb > 0.5))
     hidden = (truth > 0.5) & (m_v < 0.5)
     into_hidden = pull & (unfold_neighbours(hidden.double(), 1)[:, 0] > 0.5)
-    return [int(x) for x in wrong.flatten(1).sum(1)], [int(x) for x in into_hidden.flatten(1).sum(1)]
+    count = (lambda e: [int(x) for x in e.flatten(1).sum(1)])
+    return count(wrong), count(into_hidden)
 
 
 def test_ne_allow_depth_at_a_contact_line():
