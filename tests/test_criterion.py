@@ -133,7 +133,10 @@ def _bce_edges(a, pairs):
     ("box", [(0, 2, 1), (2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]),  # the paper's Eq. 11
     ("region", [(2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]),  # 0 lies outside R
     ("hidden", [(2, 4, 1), (3, 5, 0), (4, 6, 0)]),  # R minus B_v is empty: no c = 1 edge
-])                                                   # leaves V_pov
+                                                     # leaves V_pov
+    # B_a (0..4) reaches beyond B_v (1..4) at pixel 0: the object is pulled as in the paper
+    ("occluded", [(0, 2, 1), (2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]),
+])
 def test_ne_allow_variants_by_hand(allow, kept):
     targets, m_v, m_a = _row_case()
     area = expansion_area(allow, targets)
@@ -160,6 +163,31 @@ def test_ne_allow_hidden_expands_outside_the_visible_box_only():
     a = m_a.flatten().tolist()
     assert loss.item() == pytest.approx(
         _bce_edges(a, [(0, 2, 1), (2, 4, 1), (3, 5, 0), (4, 6, 0)]), abs=1e-12)
+
+
+def test_ne_allow_occluded_gates_each_object_by_its_boxes():
+    """Two objects with the row case's masks: the first as given (B_a reaches beyond B_v at
+    pixel 0), the second with B_v = B_a. ``occluded`` keeps the paper's edges for the first
+    and, for the second, only those that do not pull outwards (the edge inside V_pov and the
+    c = 0 edges across B_a's border): the same as ``hidden`` there, although ``hidden`` would
+    pull the first only into R minus B_v."""
+    targets, m_v, m_a = _row_case()
+    both = {k: torch.cat([v, v]) for k, v in targets.items()}
+    both["visible_box_masks"] = torch.cat([targets["visible_box_masks"],
+                                           targets["amodal_box_masks"]])
+    area = expansion_area("occluded", both)
+    assert area.flatten(1).tolist() == [[1, 1, 1, 1, 1, 0, 0], [0] * 7]
+    m_v2, m_a2 = torch.cat([m_v, m_v]), torch.cat([m_a, m_a])
+    loss = neighbor_loss(m_a2, m_v2, both["region_masks"], both["amodal_box_masks"],
+                         allowed=area)
+    a = m_a.flatten().tolist()
+    first = [(0, 2, 1), (2, 4, 1), (1, 3, 1), (3, 5, 0), (4, 6, 0)]
+    second = [(2, 4, 1), (3, 5, 0), (4, 6, 0)]
+    # the loss is the mean over all edges of the batch
+    assert loss.item() == pytest.approx(_bce_edges(a, first + second), abs=1e-12)
+    # the paper's rule on the same batch pulls both
+    paper = neighbor_loss(m_a2, m_v2, both["region_masks"], both["amodal_box_masks"])
+    assert paper.item() == pytest.approx(_bce_edges(a, first + first), abs=1e-12)
 
 
 def _rows(*rows):
@@ -230,6 +258,8 @@ def test_ne_allow_depth_at_a_contact_line():
     # every cell of this R is someone's visible cell: depth removes nothing of region's pulls
     assert _pulls("region", targets, truth, m_v) == (wrong, into_hidden)
     assert _pulls("hidden", targets, truth, m_v) == ([0, 0], [0, 0])
+    # no box reaches beyond its visible box here, so occluded pulls neither object either
+    assert _pulls("occluded", targets, truth, m_v) == ([0, 0], [0, 0])
 
 
 def test_default_config_is_the_paper_graph():

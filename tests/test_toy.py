@@ -78,6 +78,17 @@ def test_visible_perturbations_and_the_hidden_area_of_an_unoccluded_object():
     targets = {"region_masks": fg0["R"], "visible_box_masks": fg0["B_v"]}
     assert fg0["R"].sum() > 0 and expansion_area("hidden", targets).sum() == 0
     assert torch.equal(expansion_area("region", targets), fg0["R"])
+    # "occluded" reads the same boxes per object: none for the unoccluded toy, all of B_a for
+    # an occluded toy whose amodal box reaches beyond its visible box (seed 0), none for one
+    # hidden only inside its box (seed 2: occlusion 0.73, B_v = B_a)
+    targets["amodal_box_masks"] = fg0["B_a"]
+    assert expansion_area("occluded", targets).sum() == 0
+    for seed, pulled in ((0, True), (2, False)):
+        occ = toy_instance(seed=seed)
+        area = expansion_area("occluded", {"region_masks": occ["R"], "visible_box_masks":
+                                           occ["B_v"], "amodal_box_masks": occ["B_a"]})
+        assert occ["occlusion"] > 0.3
+        assert torch.equal(area, occ["B_a"] if pulled else torch.zeros_like(occ["B_a"]))
 
 
 def test_variants_view_draws_every_case_and_variant():
@@ -91,7 +102,7 @@ def test_variants_view_draws_every_case_and_variant():
     axes = fig.axes
     assert len(axes) == len(cases) * len(NE_ALLOWS)
     titles = [ax.get_title() for ax in axes]
-    assert titles[0].startswith("occluded, ne_allow=box") and "FG-0 with R, ne_allow=hidden" in titles[-1]
+    assert titles[0].startswith("occluded, ne_allow=box") and "FG-0 with R, ne_allow=occluded" in titles[-1]
     assert all("IoU" in t and "hidden recovered" in t for t in titles)
     plt.close(fig)
     with pytest.raises(ValueError, match="m_v must be one of"):
