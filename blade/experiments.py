@@ -56,8 +56,8 @@ from .collect import (PROMPT_DIRS, collect, collect_runs, collect_seeds,  # noqa
                       collect_variants, data_paths, finished, prompt_dir, seed_spread, settings,
                       settings_table, suffix, verdict_rows, wide, write_verdicts)
 from .report import write_qualitative, write_tables_and_figures  # noqa: F401
-from .transfer import (adopt_runs, export_runs, finished_runs, machine, read_timing,
-                       trained_iterations, write_timing)
+from .transfer import (adopt_runs, export_runs, finished_runs, logged_train_seconds, machine,
+                       read_timing, trained_iterations, write_timing)
 
 
 # -- qualitative picks ---------------------------------------------------------------------------
@@ -146,9 +146,12 @@ def run_one(name: str, preset_name: str, data: str, runs_dir: str, results_dir: 
         return "trained"
     model, ckpt = load_model(last)
     val = AmodalDataset(*paths["val"], mode="eval", protocol="synthetic")
+    logged = logged_train_seconds(run_dir)
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "train_wall_s": round(timing["train_s"], 1), "train_calls": timing["calls"],
+            # from log.csv: every sitting, the stopped ones too (train_wall_s: calls that returned)
+            "train_logged_s": None if logged is None else round(logged, 1),
             "train_machine": timing.get("train_machine", "unknown"),
             "weights": timing.get("weights", "the run's checkpoint (float32)"),
             "iterations": ckpt["iteration"], "overrides": run_overrides(name),

@@ -57,6 +57,31 @@ def write_timing(run_dir: str, timing: dict) -> None:
         json.dump(timing, f)
 
 
+def logged_train_seconds(run_dir: str) -> float | None:
+    """Training wall time summed from a run's ``log.csv``: each row's ``sec_per_it`` times the
+    iterations since the row before, over every sitting that the log kept (a resumed run's log
+    is cut back to its checkpoint, so iterations that a stopped sitting trained past its last
+    checkpoint, and then trained again, count once). ``timing.json`` counts only the calls that
+    returned; this also counts sittings that were stopped. Includes each sitting's start (the
+    first row after a start measures from the loop's start). None without a log or with a log
+    of another layout (e.g. written before ``sec_per_it`` existed)."""
+    import csv
+
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.isfile(path):
+        return None
+    total, before = 0.0, 0
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                it, sec = int(row["iteration"]), float(row["sec_per_it"])
+            except (KeyError, TypeError, ValueError):
+                return None
+            total += sec * (it - before)
+            before = it
+    return total
+
+
 def trained_iterations(run_dir: str) -> int:
     """Iterations in a run folder's last checkpoint (0 when it has none)."""
     from .engine import load_checkpoint

@@ -137,8 +137,21 @@ def test_partial_runs_resume_and_smoke_keeps_off_committed_results(synthetic_dir
     assert "done" in out and "BoxInst (B_v)" in out
     meta = json.load(open(tmp_path / "results" / "smoke" / "boxinst_bv" / "meta.json"))
     assert meta["train_calls"] == 2 and meta["iterations"] == preset("smoke").iterations
+    assert meta["train_logged_s"] > 0  # both sittings, summed from log.csv
     assert sorted(os.listdir(tmp_path / "results")) == ["smoke"]
     assert sorted(os.listdir(tmp_path / "figures")) == ["smoke"]
+
+
+def test_logged_train_seconds_by_hand(tmp_path):
+    """Rows at 10, 20 and 25 (the last one off the log_every grid): 10 x 1 + 10 x 2 + 5 x 4."""
+    from blade.transfer import logged_train_seconds
+
+    assert logged_train_seconds(str(tmp_path)) is None  # no log
+    (tmp_path / "log.csv").write_text("iteration,lr,total,sec_per_it\n10,0.1,3.0,1.0\n"
+                                      "20,0.1,2.0,2.0\n25,0.1,1.0,4.0\n")
+    assert logged_train_seconds(str(tmp_path)) == pytest.approx(50.0)
+    (tmp_path / "log.csv").write_text("iteration,lr,total\n10,0.1,3.0\n")  # older layout
+    assert logged_train_seconds(str(tmp_path)) is None
 
 
 def test_reference_rows_score_the_filled_box_without_training(synthetic_dir, tmp_path,
