@@ -65,6 +65,7 @@ from .utils import KitError, item_or_error, pick_device
 CHECKPOINT_VERSION = 1
 COMMITTED_CHECKPOINT = "checkpoints/blade_cpu_seed0.pt"  # fp16 weights, see checkpoints/README.md
 RUN_FILES = ("config.json", "log.csv", "replicas.json")  # what a run folder holds besides checkpoints/
+_clock = time.perf_counter  # the training log's clock (a test replaces it with a fake one)
 
 
 class NonFiniteLoss(KitError, RuntimeError):
@@ -538,7 +539,8 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
 
     bar = tqdm(total=cfg.iterations, initial=start, disable=not progress or rank != 0,
                desc="train", unit="it", dynamic_ncols=True)
-    running, streak, stuck, t_last = {}, {}, set(), time.perf_counter()
+    running, streak, stuck = {}, {}, set()
+    t_last, logged_at = _clock(), start  # the last row's time and iteration (sec_per_it)
     final = last
     try:
         for i, batch in enumerate(loader):
@@ -584,11 +586,13 @@ def _train(cfg, train_ann, train_images, out_dir, resume, schema, progress, max_
                         f"may avoid it.", RuntimeWarning, stacklevel=2)
             done = it + 1
             if rank == 0 and (done % cfg.log_every == 0 or done == cfg.iterations):
-                now = time.perf_counter()
+                now = _clock()
+                # per iteration of this interval: fewer than log_every for the last row of an
+                # off-grid schedule and the first after an off-grid resume
                 row = {"iteration": done, "lr": optimizer.param_groups[0]["lr"],
                        "total": sum(weights[k] * values[k] for k in values), **values,
-                       "sec_per_it": (now - t_last) / max(cfg.log_every, 1)}
-                t_last = now
+                       "sec_per_it": (now - t_last) / max(done - logged_at, 1)}
+                t_last, logged_at = now, done
                 if writer is None:
                     new = not (resume and os.path.isfile(log_path)
                                and os.path.getsize(log_path) > 0)

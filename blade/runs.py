@@ -74,8 +74,8 @@ VARIANTS = {
                                  {"con_isolate": True, "con_warmup": True}),
     "var_depth": Method("BLADE, l_ne expands only behind others' visible masks",
                         {"ne_allow": "depth"}),
-    # a depth order per object from the training boxes: pulled as in the paper only when B_a
-    # reaches beyond B_v (the object is provably hidden somewhere); FG-0 objects never are
+    # an occlusion flag per object from the training boxes: pulled as in the paper only when
+    # B_a reaches beyond B_v (the object is provably hidden somewhere); FG-0 objects never are
     "var_occluded": Method("BLADE, l_ne pulls only objects whose B_a exceeds B_v",
                            {"ne_allow": "occluded"}),
 }

@@ -46,7 +46,7 @@ class BandConfig:
     use_neighbor: bool = True  # NE
     use_uniform: bool = True  # UN
     box: str = "amodal"  # which box supervises the map: "amodal" (B_a) or "visible" (B_v)
-    ne_allow: str = "box"  # where l_ne may expand: box (paper), region, hidden, occluded (NE_ALLOWS)
+    ne_allow: str = "box"  # where l_ne may expand: box (paper), region, hidden, occluded
     ne_dilation: int = 2  # l_ne neighbour distance in cells (paper: one-pixel gap = 2)
     snapshots: int = 4  # m_a snapshots kept, evenly spaced over the run
 

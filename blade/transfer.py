@@ -58,13 +58,14 @@ def write_timing(run_dir: str, timing: dict) -> None:
 
 
 def logged_train_seconds(run_dir: str) -> float | None:
-    """Training wall time summed from a run's ``log.csv``: each row's ``sec_per_it`` times the
-    iterations since the row before, over every sitting that the log kept (a resumed run's log
-    is cut back to its checkpoint, so iterations that a stopped sitting trained past its last
-    checkpoint, and then trained again, count once). ``timing.json`` counts only the calls that
-    returned; this also counts sittings that were stopped. Includes each sitting's start (the
-    first row after a start measures from the loop's start). None without a log or with a log
-    of another layout (e.g. written before ``sec_per_it`` existed)."""
+    """Training wall time of the iterations a run kept, summed from its ``log.csv``: each row's
+    ``sec_per_it`` times the iterations since the row before, over every sitting, the stopped
+    ones too (``timing.json`` counts only the calls that returned). Not counted: each sitting's
+    setup before its first iteration, and the iterations a stopped sitting trained past its last
+    checkpoint (the resumed run's log is cut back to the checkpoint and trains them again, then
+    they count once). A resume from a checkpoint between two rows counts the iterations from the
+    last kept row to the checkpoint at the next row's rate. None without a log or with a log of
+    another layout (e.g. written before ``sec_per_it`` existed)."""
     import csv
 
     path = os.path.join(run_dir, "log.csv")

@@ -146,7 +146,7 @@ def variants_explorer(cases: dict, steps: int = 200):
     }
     return explorer(functools.partial(variants_view, cases), controls,
                     title="Where may the neighbour loss pull? box (paper), region (R), hidden "
-                          "(R minus B_v)")
+                          "(R minus B_v), occluded (box, only if B_a reaches beyond B_v)")
 
 
 def failure_explorer(model, dataset, rows, sort_by: str = "iou_amodal"):

@@ -5,10 +5,11 @@
 For 3 seeds, an occluded instance and an unoccluded one that still gets an overlap region
 (FG-0 with R), each fixed visible prediction m_v (the truth, dilated or shrunk by one cell,
 10 % noise) and each ``ne_allow`` (box = the paper's Eq. 11, region = R, hidden = R minus
-B_v, occluded = the paper's rule only when B_a reaches beyond B_v): a free amodal logit map optimised for 300 Adam steps under the paper's amodal terms
-(projection, pairwise, neighbour, uniform; ``blade.toy.variant_study``). Scores: amodal IoU,
-the share of the occluded part recovered, and the area outside the true amodal mask (in units
-of that mask's area: the overshoot).
+B_v, occluded = the paper's rule only when B_a reaches beyond B_v): a free amodal logit map
+optimised for 300 Adam steps under the paper's amodal terms (projection, pairwise, neighbour,
+uniform; ``blade.toy.variant_study``). Scores: amodal IoU, the share of the occluded part
+recovered, and the area outside the true amodal mask (in units of that mask's area: the
+overshoot).
 """
 
 import os

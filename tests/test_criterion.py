@@ -188,6 +188,17 @@ def test_ne_allow_occluded_gates_each_object_by_its_boxes():
     # the paper's rule on the same batch pulls both
     paper = neighbor_loss(m_a2, m_v2, both["region_masks"], both["amodal_box_masks"])
     assert paper.item() == pytest.approx(_bce_edges(a, first + first), abs=1e-12)
+    # the first object's B_a reaches one cell beyond B_v: a margin of one cell unflags it
+    assert expansion_area("occluded", targets, margin=1).sum() == 0
+    assert torch.equal(expansion_area("occluded", targets, margin=0),
+                       targets["amodal_box_masks"])
+    wide = dict(targets, visible_box_masks=torch.tensor([0, 0, 0, 1, 1, 0, 0.0],
+                                                        dtype=torch.float64).view(1, 1, 1, 7))
+    # B_v = cells 3..4 now: cells 2, 1, 0 of B_a lie 1, 2, 3 cells from it
+    assert expansion_area("occluded", wide, margin=2).sum() == 5
+    assert expansion_area("occluded", wide, margin=3).sum() == 0
+    with pytest.raises(ValueError, match="ne_margin"):
+        LossConfig(ne_margin=-1)
 
 
 def _rows(*rows):

@@ -82,6 +82,30 @@ def test_resumed_run_ends_with_the_same_weights(synthetic_dir, tmp_path, pretrai
               resume=True, progress=False)
 
 
+def test_sec_per_it_counts_the_iterations_of_each_interval(synthetic_dir, tmp_path,
+                                                           monkeypatch):
+    """A clock that ticks once per reading: every logged interval lasts one tick, whatever
+    number of iterations it holds. Rows at 2 (two iterations), then, resumed from the
+    checkpoint at 3, at 4 (one) and at 5 (one, off the log_every grid)."""
+    import itertools
+
+    import blade.engine as engine
+    from blade.transfer import logged_train_seconds
+
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "_clock", lambda: float(next(ticks)))
+    cfg = preset("smoke", iterations=5, log_every=2, checkpoint_every=100)
+    run = str(tmp_path / "run")
+    train(cfg, *_data(synthetic_dir), run, progress=False, max_steps=3)
+    train(cfg, *_data(synthetic_dir), run, resume=True, progress=False)
+    log = pd.read_csv(os.path.join(run, "log.csv"))
+    assert log.iteration.tolist() == [2, 4, 5]
+    assert log.sec_per_it.tolist() == [0.5, 1.0, 1.0]
+    # three ticks were logged; iteration 3 (trained before the stop, kept in the checkpoint,
+    # logged by no row) is counted at the next row's rate
+    assert logged_train_seconds(run) == 0.5 * 2 + 1.0 * 2 + 1.0 * 1
+
+
 def test_non_finite_loss_stops_with_a_message(synthetic_dir, tmp_path, monkeypatch):
     real = blade.model.blade_criterion
 

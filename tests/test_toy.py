@@ -102,7 +102,8 @@ def test_variants_view_draws_every_case_and_variant():
     axes = fig.axes
     assert len(axes) == len(cases) * len(NE_ALLOWS)
     titles = [ax.get_title() for ax in axes]
-    assert titles[0].startswith("occluded, ne_allow=box") and "FG-0 with R, ne_allow=occluded" in titles[-1]
+    assert titles[0].startswith("occluded, ne_allow=box")
+    assert "FG-0 with R, ne_allow=occluded" in titles[-1]
     assert all("IoU" in t and "hidden recovered" in t for t in titles)
     plt.close(fig)
     with pytest.raises(ValueError, match="m_v must be one of"):
