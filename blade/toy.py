@@ -17,6 +17,7 @@ average-pooled image, boxes and regions rasterized with :func:`blade.boxes.box_b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from .criterion import expansion_area
 from .losses import neighbor_loss, pairwise_loss, projection_loss, uniform_loss
 from .overlap import overlap_regions
 from .pairwise import color_similarity
+
+if TYPE_CHECKING:  # the annotations only; pandas is imported where a table is made
+    import pandas as pd
 
 
 @dataclass
@@ -234,7 +238,7 @@ def perturb_visible(toy: dict, mode: str = "truth", seed: int = 0) -> dict:
 
 
 def variant_study(seeds=(0, 1, 2), allows=("box", "region", "hidden", "occluded"),
-                  modes=M_V_MODES, steps: int = 300) -> "pd.DataFrame":
+                  modes=M_V_MODES, steps: int = 300) -> pd.DataFrame:
     """The free-map study of the connectivity variants (issue 13): for each seed an occluded
     instance (occlusion 0.3-0.75) and an unoccluded one that still has an overlap region
     (FG-0), each m_v mode and each ``ne_allow``, the map optimised under the paper's amodal
