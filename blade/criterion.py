@@ -202,7 +202,9 @@ def expansion_area(ne_allow: str, targets: dict, m_v: torch.Tensor | None = None
         beyond = (b_a > 0.5) & (b_v < 0.5)
         pulled = beyond.flatten(1).any(1).to(b_a.dtype).view(-1, 1, 1, 1)  # [N,1,1,1], no sync
         return b_a * pulled
-    return region * (1 - targets["visible_box_masks"])
+    if ne_allow == "hidden":
+        return region * (1 - targets["visible_box_masks"])
+    raise ValueError(f"ne_allow must be one of {NE_ALLOW}, got {ne_allow!r}")
 
 
 def blade_criterion(outputs: dict, targets: dict, cfg: LossConfig, iteration: int = 0):

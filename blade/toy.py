@@ -24,13 +24,17 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_bitmasks, mask_to_box
-from .criterion import expansion_area
+from .criterion import NE_ALLOW, expansion_area
 from .losses import neighbor_loss, pairwise_loss, projection_loss, uniform_loss
 from .overlap import overlap_regions
 from .pairwise import color_similarity
 
 if TYPE_CHECKING:  # the annotations only; pandas is imported where a table is made
     import pandas as pd
+
+# LossConfig.ne_allow values the free map can play: "depth" needs the other objects' visible
+# masks, which the toy does not model
+NE_ALLOWS = tuple(a for a in NE_ALLOW if a != "depth")
 
 
 @dataclass
@@ -237,8 +241,8 @@ def perturb_visible(toy: dict, mode: str = "truth", seed: int = 0) -> dict:
     return dict(toy, m_v=torch.where(on, 0.95, 0.05).float(), m_v_mode=mode)
 
 
-def variant_study(seeds=(0, 1, 2), allows=("box", "region", "hidden", "occluded"),
-                  modes=M_V_MODES, steps: int = 300) -> pd.DataFrame:
+def variant_study(seeds=(0, 1, 2), allows=NE_ALLOWS, modes=M_V_MODES,
+                  steps: int = 300) -> pd.DataFrame:
     """The free-map study of the connectivity variants (issue 13): for each seed an occluded
     instance (occlusion 0.3-0.75) and an unoccluded one that still has an overlap region
     (FG-0), each m_v mode and each ``ne_allow``, the map optimised under the paper's amodal
@@ -259,8 +263,6 @@ def variant_study(seeds=(0, 1, 2), allows=("box", "region", "hidden", "occluded"
     return pd.DataFrame(rows)
 
 
-NE_ALLOWS = ("box", "region", "hidden", "occluded")  # LossConfig.ne_allow: the paper's Eq. 11, then
-# the kit's; "depth" needs the other objects' visible masks, which the toy does not model
 
 
 def variants_view(cases: dict, m_v: str = "truth", ne_dilation: int = 2, alpha_con: float = 1.0,

@@ -199,6 +199,8 @@ def test_ne_allow_occluded_gates_each_object_by_its_boxes():
     assert expansion_area("occluded", wide, margin=3).sum() == 0
     with pytest.raises(ValueError, match="ne_margin"):
         LossConfig(ne_margin=-1)
+    with pytest.raises(ValueError, match="ne_allow must be one of"):  # called directly, too
+        expansion_area("hiden", targets)
 
 
 def _rows(*rows):

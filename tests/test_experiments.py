@@ -532,7 +532,8 @@ def test_controller_norms_split_the_rows_as_the_model_does(checkpoint):
     model, _ = load_model(checkpoint)
     ctrl = model.head.regression_head.controller
     w = ctrl.weight.detach().flatten(1)
-    n_v, n_a = model.n_vis, model.n_vis + model.n_amo  # model.py: params.split([n_vis, n_amo, n_reg])
+    # model.py splits the controller's output as params.split([n_vis, n_amo, n_reg])
+    n_v, n_a = model.n_vis, model.n_vis + model.n_amo
     assert norms["vis"][0] == pytest.approx(w[:n_v].norm().item())
     assert norms["amo"][0] == pytest.approx(w[n_v:n_a].norm().item())
     assert norms["reg"][1] == pytest.approx(ctrl.bias.detach()[n_a:].norm().item())
