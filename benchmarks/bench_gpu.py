@@ -5,6 +5,7 @@ computing, peak memory, and evaluation throughput, with the device and versions.
         [--steps 30] [--warmup 5] [--batch N] [--workers N]
         [--amp fp16|bf16|off] [--cudnn-benchmark] [--channels-last]
         [--eval-images 100] [--eval-batch 8] [--eval-workers 4] [--no-coco] [--json FILE]
+        [--profile FILE [--profile-steps 5]]
 
 Training: the engine's own step (``blade.engine.forward_step`` / ``backward_step``, the
 loop's loader of planned batches with pinned memory on CUDA) for ``--warmup`` steps, not
@@ -73,6 +74,10 @@ def parse_args(argv=None):
         "trained by the timed steps)"))
     p.add_argument("--no-coco", action="store_true", help="skip the COCO AP timing")
     p.add_argument("--json", default=None, help="append the numbers as one JSON line here")
+    p.add_argument("--profile", default=None, help=(
+        "after the timed steps, profile --profile-steps more with torch.profiler and write its "
+        "tables (by device time, by host time) and the host synchronisations per step here"))
+    p.add_argument("--profile-steps", type=int_at_least(1), default=5)
     return p.parse_args(argv)
 
 
@@ -110,7 +115,8 @@ def bench_train(args, device) -> tuple:
     from blade.engine import PlannedBatches, backward_step, forward_step
     from blade.model import BladeModel
 
-    over = {"iterations": args.warmup + args.steps}
+    n_prof = args.profile_steps if args.profile else 0
+    over = {"iterations": args.warmup + args.steps + n_prof}
     if args.batch is not None:
         over["batch_size"] = args.batch
     if args.workers is not None:
@@ -134,19 +140,31 @@ def bench_train(args, device) -> tuple:
         num_workers=cfg.workers, pin_memory=device.type == "cuda")
     data_s, compute_s = [], []
     batches = iter(loader)
-    for it in range(args.warmup + args.steps):
-        if it == args.warmup and device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+
+    def step(it):  # one training step; returns (data wait, compute) in seconds
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
         terms, weights, _ = forward_step(model, batch, it, cfg, optimizer, device, use_amp, dtype)
         backward_step(total_loss(terms, weights), optimizer, scaler, params, cfg)
         sync(device)
-        t2 = time.perf_counter()
+        return t1 - t0, time.perf_counter() - t1
+
+    for it in range(args.warmup + args.steps):
+        if it == args.warmup and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        d, c = step(it)
         if it >= args.warmup:
-            data_s.append(t1 - t0)
-            compute_s.append(t2 - t1)
+            data_s.append(d)
+            compute_s.append(c)
+    prof = None
+    if n_prof:  # after the timed steps: the profiler's overhead stays out of the timings
+        acts = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=acts) as prof:
+            for it in range(args.warmup + args.steps, args.warmup + args.steps + n_prof):
+                step(it)
     total = [a + b for a, b in zip(data_s, compute_s)]
     res = {"preset": args.preset, "backbone": cfg.backbone, "size": cfg.min_size,
            "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
@@ -158,7 +176,31 @@ def bench_train(args, device) -> tuple:
         res["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
     else:
         res["peak_rss_mib"] = peak_rss_mib()
+    if prof is not None:
+        res.update(write_profile(prof, n_prof, args.profile, device))
     return res, model
+
+
+# Operations that make the host wait for the device (a value read back, a data-dependent
+# shape); their count per step is what "host synchronisations" means in issue 15.
+SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize",
+            "cudaDeviceSynchronize", "cudaMemcpyAsync")
+
+
+def write_profile(prof, steps: int, path: str, device) -> dict:
+    """Write the profiler's tables to ``path``; return the sync-like calls per step."""
+    ka = prof.key_averages()
+    counts = {e.key: e.count / steps for e in ka if e.key in SYNC_OPS}
+    with open(path, "w") as f:
+        f.write(f"torch.profiler over {steps} training steps (after the timed ones)\n")
+        f.write("calls per step: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items()))
+                + "\n\n")
+        if device.type == "cuda":
+            f.write("== by self device time\n")
+            f.write(ka.table(sort_by="self_device_time_total", row_limit=40) + "\n\n")
+        f.write("== by self host time\n")
+        f.write(ka.table(sort_by="self_cpu_time_total", row_limit=40) + "\n")
+    return {"profile_calls_per_step": counts}
 
 
 def bench_eval(args, device, trained) -> dict:
@@ -212,6 +254,10 @@ def report(ver, train, ev) -> str:
         else:
             lines.append(f"  peak resident memory of the process: {train['peak_rss_mib']:.0f} "
                          f"MiB")
+        if "profile_calls_per_step" in train:
+            calls = train["profile_calls_per_step"]
+            lines.append("  profiled, calls per step: " + (", ".join(
+                f"{k} {v:g}" for k, v in sorted(calls.items())) or "none of the sync-like ones"))
     if ev:
         lines.append(f"evaluation, {ev['eval_model']}, {ev['eval_images']} validation scenes, "
                      f"batch {ev['eval_batch']}, {ev['eval_workers']} loader workers:")

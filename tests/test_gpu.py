@@ -35,7 +35,8 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     out = tmp_path / "bench.jsonl"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--data",
            synthetic_dir, "--device", "cpu", "--preset", "smoke", "--steps", "2", "--warmup", "1",
-           "--eval-images", "2", "--eval-batch", "2", "--json", str(out)]
+           "--eval-images", "2", "--eval-batch", "2", "--json", str(out),
+           "--profile", str(tmp_path / "prof.txt"), "--profile-steps", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -46,6 +47,12 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     assert 0 <= row["data_s"] < row["step_s"] and 0 < row["compute_s"] <= row["step_s"]
     assert row["eval_images"] == 2 and row["eval_box_images_per_s"] > 0
     assert row["peak_rss_mib"] > 0
+    # the profiled steps come after the timed ones; on the CPU nothing waits for a device, but
+    # the masks' data-dependent shapes (nonzero) are counted per step
+    prof = (tmp_path / "prof.txt").read_text()
+    assert prof.startswith("torch.profiler over 2 training steps") and "aten::" in prof
+    assert "== by self device time" not in prof  # CPU: no device table
+    assert row["profile_calls_per_step"].get("aten::nonzero", 0) > 0
     bad = subprocess.run(cmd[:2] + ["--data", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "none/train.json does not exist" in bad.stderr
@@ -62,8 +69,11 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr + (tmp_path / "out" / "log.txt").read_text()[-3000:]
     txt = (tmp_path / "out" / "bench_gpu.txt").read_text()
-    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 8
+    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 10
     assert "(failed" not in txt and txt.count("evaluation, ") == 2
+    assert txt.count("profiled, calls per step") == 2
+    for name in ("profile_paper.txt", "profile_cpu512.txt"):
+        assert "== by self host time" in (tmp_path / "out" / name).read_text()
     rows = [json.loads(x) for x in (tmp_path / "out" / "bench_gpu.jsonl").read_text().splitlines()]
     assert [r.get("channels_last") for r in rows[:4]] == [False, False, False, True]
     assert rows[-1]["eval_batch"] == 8 and rows[-1]["eval_workers"] == 4

@@ -11,15 +11,15 @@
 # none can be downloaded there) as the kit trains it (fp16 AMP, the preset's 2 loader workers),
 # then with more loader workers, cudnn.benchmark, channels-last and bf16; the `cpu` network on
 # the GPU; evaluation of the committed `cpu` checkpoint one image at a time and batched, with
-# loader workers. Output: $OUT/bench_gpu.txt (every report, with the command before it),
-# $OUT/bench_gpu.jsonl (one JSON line per setting), $OUT/log.txt (setup, tests). `quick`: a few
+# loader workers; a torch.profiler trace of `paper` and `cpu512` steps. Output: $OUT/bench_gpu.txt (every report, with the command before it),
+# $OUT/bench_gpu.jsonl (one JSON line per setting), $OUT/log.txt (setup, tests), $OUT/profile_*.txt (tables by device and by host time). `quick`: a few
 # steps of each, to check the script on a new machine in a few minutes; `check`: the script's
 # own test on a CPU (the smoke preset for every setting, no CUDA tests).
 set -uo pipefail
-steps=30 warm=5 images=100 paper=paper cpu=cpu device=cuda  # no silent CPU fallback
+steps=30 warm=5 images=100 paper=paper cpu=cpu cpu512=cpu512 device=cuda  # no silent CPU fallback
 case "${1:-}" in
   quick) steps=3 warm=1 images=10 ;;
-  check) steps=1 warm=0 images=2 paper=smoke cpu=smoke device=cpu ;;
+  check) steps=1 warm=0 images=2 paper=smoke cpu=smoke cpu512=smoke device=cpu ;;
   "") ;;
   *) echo "error: unknown mode '$1' (quick, check or none)" >&2; exit 2 ;;
 esac
@@ -50,7 +50,10 @@ bench --preset $paper $train --workers 8
 bench --preset $paper $train --workers 8 --cudnn-benchmark
 bench --preset $paper $train --workers 8 --cudnn-benchmark --channels-last
 bench --preset $paper $train --workers 8 --cudnn-benchmark --amp bf16
+bench --preset $paper --steps 1 --warmup $warm --eval-images 0 --workers 8 --cudnn-benchmark \
+  --profile "$out/profile_paper.txt"
 bench --preset $cpu $train --workers 4
+bench --preset $cpu512 $train --workers 4 --profile "$out/profile_cpu512.txt"
 bench --steps 0 --eval-images "$images"
 bench --steps 0 --eval-images "$images" --eval-batch 8 --eval-workers 4
 date -u >>"$log"
