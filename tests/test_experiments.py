@@ -445,7 +445,8 @@ def test_settings_table_puts_scales_side_by_side(tmp_path):
 def test_gpu_study_script_trains_and_exports(synthetic_dir, tmp_path):
     """tools/gpu_study.sh (meant for a lent GPU machine) on this CPU with the smoke preset, in a
     folder of its own: it trains the named run, exports it, and a second call with nothing
-    left to train exports it again; a run stopped by LIMIT makes the call fail on stderr."""
+    left to train exports it again; a run stopped by LIMIT makes the call fail on stderr, and
+    that call brings back none of the earlier calls' runs."""
     import subprocess
     import sys
 
@@ -459,8 +460,14 @@ def test_gpu_study_script_trains_and_exports(synthetic_dir, tmp_path):
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "== table2_3" in log and "wrote" in log and "trained" in log
     r = subprocess.run(["bash", script, "smoke", "100", "blade"], cwd=tmp_path,
-                       env=dict(env, LIMIT="0.5"), capture_output=True, text=True)
+                       env=dict(env, LIMIT="0.5", OUT=str(tmp_path / "out2")),
+                       capture_output=True, text=True)
     assert r.returncode == 1 and "a training or the export failed" in r.stderr
+    # a call exports its own runs only: table2_3, finished on this machine by the calls
+    # above, does not come back again (on a GPU machine it would crowd out this call's files)
+    assert sorted(os.listdir(tmp_path / "out2")) == ["log.txt"]
+    log2 = (tmp_path / "out2" / "log.txt").read_text()
+    assert "--only blade --train-only" in log2 and "wrote" not in log2
     r = subprocess.run(["bash", script, "smoke", "100"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "name at least one run" in r.stderr

@@ -135,3 +135,37 @@ def test_assets_folder_replaces_the_wheels_and_gives_the_same_benchmark(tmp_path
     r = subprocess.run([sys.executable, "-c", blocked.replace("folder", "other")], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "asset 'horse'" in r.stderr and "BLADE_ASSETS_DIR" in r.stderr
+
+
+def test_content_digest_sees_pixels_and_annotations_not_png_encoding(tmp_path):
+    """--digest compares what two machines drew: a scene re-encoded with another zlib setting
+    keeps its ``pixels`` digest (its ``png`` one changes); one changed pixel or one changed
+    byte of the JSON changes ``pixels`` or ``json``; a folder with no split is refused."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from blade.data.synthetic import content_digest, write_split
+
+    write_split(str(tmp_path), "val", 2, seed=3, progress=False)
+    before = content_digest(str(tmp_path))
+    assert list(before) == ["val"] and set(before["val"]) == {"json", "pixels", "png"}
+    scene = tmp_path / "val" / "000001.png"
+    arr = np.asarray(Image.open(scene)).copy()
+    Image.fromarray(arr).save(scene, compress_level=9)  # same pixels, other bytes
+    after = content_digest(str(tmp_path))["val"]
+    assert after["pixels"] == before["val"]["pixels"] and after["json"] == before["val"]["json"]
+    assert after["png"] != before["val"]["png"]
+    arr[0, 0, 0] ^= 1
+    Image.fromarray(arr).save(scene)
+    assert content_digest(str(tmp_path))["val"]["pixels"] != before["val"]["pixels"]
+    js = tmp_path / "val.json"
+    js.write_text(js.read_text().replace('"seed":3', '"seed":4'))
+    assert content_digest(str(tmp_path))["val"]["json"] != before["val"]["json"]
+    cli = [sys.executable, "-m", "blade.data.synthetic", "--digest", "--out"]
+    r = subprocess.run(cli + [str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("val: json ")
+    r = subprocess.run(cli + [str(tmp_path / "none")], capture_output=True, text=True)
+    assert r.returncode == 2 and "holds no generated split" in r.stderr

@@ -14,7 +14,8 @@
 # LIMIT (seconds, default 540) bounds the trainings of one call, so that the export runs
 # within a command limit of 10 minutes; choose MAX_STEPS so that they end before it (a
 # training stopped by the limit loses what it did since its last checkpoint). Export takes
-# every finished run on the machine: at most 7 per call fit the 8 files that come back.
+# the finished runs among this call's RUNs (not every run on the machine: a second call would
+# then bring back more files than come back): at most 7 per call fit the 8 files.
 set -euo pipefail
 preset=${1:?preset}; steps=${2:?max steps per run in this call}; shift 2
 [ $# -gt 0 ] || { echo "error: name at least one run" >&2; exit 2; }
@@ -36,6 +37,8 @@ for run in "$@"; do
   echo "== $run" >>"$log"; cat "$out/.$run.log" >>"$log"; rm -f "$out/.$run.log"
   tail -1 "runs/experiments/$preset/$run/log.csv" >>"$log" 2>/dev/null || true
 done
-$PY -m blade.experiments export --preset "$preset" --out "$out" >>"$log" 2>&1 || status=1
+only=$(IFS=,; echo "$*")  # this call's runs only: a second call must not bring back the first's
+$PY -m blade.experiments export --preset "$preset" --only "$only" --out "$out" >>"$log" 2>&1 \
+  || status=1
 date -u >>"$log"
 [ $status = 0 ] || fail "a training or the export failed"

@@ -28,7 +28,8 @@ writes ``DIR/train.json``, ``DIR/val.json`` (COCOA-cls schema, one record per in
 The same seed gives the same files (same package versions); train and val use independent
 random streams, so changing ``--train`` does not change the val split. A folder that already
 holds a generated split is refused unless ``--overwrite`` (which first deletes that split's JSON
-and scene PNGs, so no stale image stays); ``--train 0`` or ``--val 0`` leaves a split out.
+and scene PNGs, so no stale image stays); ``--train 0`` or ``--val 0`` leaves a split out. ``--digest`` prints what a folder holds
+(``content_digest``), to compare two machines' benchmarks without moving them.
 """
 
 from __future__ import annotations
@@ -361,6 +362,34 @@ def level_summary(annotations: list) -> dict:
             "instances": int(len(levels))}
 
 
+def content_digest(out_dir: str, splits=SPLITS) -> dict:
+    """What a generated benchmark holds, as short SHA-256 digests per split: ``json`` (the
+    annotation file's bytes), ``pixels`` (every scene decoded, names and arrays) and ``png``
+    (the encoded files' bytes). Two machines with the same ``json`` and ``pixels`` hold the same
+    benchmark even where their zlib builds encode the PNGs differently (``png`` differs)."""
+    import hashlib
+
+    out = {}
+    for split in splits:
+        files = existing_split_files(out_dir, split)
+        if not files:
+            continue
+        h = {k: hashlib.sha256() for k in ("json", "pixels", "png")}
+        for path in files:
+            with open(path, "rb") as f:
+                raw = f.read()
+            if path.endswith(".json"):
+                h["json"].update(raw)
+                continue
+            name = os.path.basename(path).encode()
+            h["png"].update(name + raw)
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+            h["pixels"].update(name + str(arr.shape).encode() + arr.tobytes())
+        out[split] = {k: v.hexdigest()[:16] for k, v in h.items()}
+    return out
+
+
 def existing_split_files(out_dir: str, split: str) -> list:
     """The files of a generated split in ``out_dir``: its JSON and its scene PNGs."""
     found = [os.path.join(out_dir, f"{split}.json")] if os.path.isfile(
@@ -409,9 +438,20 @@ def _main(argv):
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset already in --out (its JSON and PNGs are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--digest", action="store_true", help=(
+        "generate nothing: print digests of the benchmark already in --out (per split: the "
+        "JSON's bytes, the decoded pixels, the PNGs' bytes), to check that two machines hold "
+        "the same one"))
     add_dataclass_args(p, SyntheticConfig)
     args = p.parse_args(argv)
     cfg = dataclass_from_args(SyntheticConfig, args)  # checks every field
+    if args.digest:
+        found = content_digest(args.out)
+        if not found:
+            p.error(f"--digest: {args.out} holds no generated split (train.json, val.json)")
+        for split, d in found.items():
+            print(f"{split}: " + " ".join(f"{k} {v}" for k, v in d.items()))
+        return
     splits = [(split, n) for split, n in (("train", args.train), ("val", args.val)) if n > 0]
     if not splits:
         p.error("--train and --val are both 0: nothing to generate")
