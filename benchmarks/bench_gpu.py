@@ -31,14 +31,17 @@ from a GPU machine answer issue 15, quoted with the device line this script prin
 """
 
 import argparse
+import collections
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+import traceback
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -76,8 +79,10 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="append the numbers as one JSON line here")
     p.add_argument("--profile", default=None, help=(
         "after the timed steps, profile --profile-steps more with torch.profiler and write its "
-        "tables (by device time, by host time) and the host synchronisations per step here"))
-    p.add_argument("--profile-steps", type=int_at_least(1), default=5)
+        "tables (by device time, by host time), the host synchronisations per step and the "
+        "lines of Python that ask for them here"))
+    p.add_argument("--profile-steps", type=int_at_least(2), default=5,
+                   help="the last one is run under SyncSpy, not the profiler")
     return p.parse_args(argv)
 
 
@@ -162,9 +167,12 @@ def bench_train(args, device) -> tuple:
         acts = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             acts.append(torch.profiler.ProfilerActivity.CUDA)
+        first = args.warmup + args.steps
         with torch.profiler.profile(activities=acts) as prof:
-            for it in range(args.warmup + args.steps, args.warmup + args.steps + n_prof):
+            for it in range(first, first + n_prof - 1):
                 step(it)
+        with SyncSpy() as spy:  # the last profiled step: which lines of Python ask for syncs
+            step(first + n_prof - 1)
     total = [a + b for a, b in zip(data_s, compute_s)]
     res = {"preset": args.preset, "backbone": cfg.backbone, "size": cfg.min_size,
            "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
@@ -177,7 +185,7 @@ def bench_train(args, device) -> tuple:
     else:
         res["peak_rss_mib"] = peak_rss_mib()
     if prof is not None:
-        res.update(write_profile(prof, n_prof, args.profile, device))
+        res.update(write_profile(prof, max(n_prof - 1, 1), args.profile, device, spy.sources))
     return res, model
 
 
@@ -187,14 +195,48 @@ SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize
             "cudaDeviceSynchronize", "cudaMemcpyAsync")
 
 
-def write_profile(prof, steps: int, path: str, device) -> dict:
-    """Write the profiler's tables to ``path``; return the sync-like calls per step."""
+class SyncSpy(TorchDispatchMode):
+    """Counts, per line of the kit's or torchvision's Python, the operators called there that
+    make the host wait for the device (a value read back, a data-dependent shape). It sees the
+    operators Python calls directly; those called inside another operator (a boolean-mask
+    index calls ``nonzero`` in C++) are in the profiler's counts only."""
+
+    OPS = ("_local_scalar_dense", "nonzero")
+
+    def __enter__(self):
+        self.sources = collections.Counter()
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.OPS:
+            frames = [f for f in traceback.extract_stack()
+                      if f"{os.sep}blade{os.sep}" in f.filename or "torchvision" in f.filename]
+            where = "(no kit frame)"
+            if frames:
+                f = frames[-1]
+                short = f.filename.split("site-packages" + os.sep)[-1]
+                short = short[short.find("blade" + os.sep):] if "torchvision" not in short else short
+                where = f"{short}:{f.lineno}  {f.line}"
+            self.sources[(name, where)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def write_profile(prof, steps: int, path: str, device, sources=None) -> dict:
+    """Write the profiler's tables to ``path`` (and, from ``SyncSpy``, where the sync-like
+    operators are called); return the sync-like calls per step."""
     ka = prof.key_averages()
     counts = {e.key: e.count / steps for e in ka if e.key in SYNC_OPS}
     with open(path, "w") as f:
-        f.write(f"torch.profiler over {steps} training steps (after the timed ones)\n")
+        f.write(f"torch.profiler over {steps} training step{'s' * (steps != 1)} (after the timed "
+                f"ones)\n")
         f.write("calls per step: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items()))
                 + "\n\n")
+        if sources:
+            f.write("== called from (one more step, operators Python calls directly)\n")
+            for (name, where), n in sources.most_common():
+                f.write(f"{n:5d}  {name:20s} {where}\n")
+            f.write("\n")
         if device.type == "cuda":
             f.write("== by self device time\n")
             f.write(ka.table(sort_by="self_device_time_total", row_limit=40) + "\n\n")
