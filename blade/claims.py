@@ -119,7 +119,24 @@ STUDY_CLAIMS = [
      [("blade", "table2_3", "FG-3")]),
     ("BLADE beats the filled amodal box B_a (what the known-c box alone scores), mean",
      [("blade", "box_ba", "mean")]),
+    # Table 2's other claims (the paper's text, section "Ablation"), as pairwise comparisons of
+    # its rows (run names: row 1 = blade, row k = table2_k; row b is row 1's run)
+    ("The full model (row 1) has the best mean of rows 1-8 (Table 2)",
+     [("blade", f"table2_{k}", "mean") for k in range(2, 9)]),
+    ("Dropping fusion hurts: rows 1-4 beat rows 5-8 pairwise in the mean (Table 2)",
+     [("blade", "table2_5", "mean"), ("table2_2", "table2_6", "mean"),
+      ("table2_3", "table2_7", "mean"), ("table2_4", "table2_8", "mean")]),
+    ("Dropping the uniform loss hurts: rows 1, 3, 5, 7 beat rows 2, 4, 6, 8 pairwise in the "
+     "mean (Table 2)",
+     [("blade", "table2_2", "mean"), ("table2_3", "table2_4", "mean"),
+      ("table2_5", "table2_6", "mean"), ("table2_7", "table2_8", "mean")]),
+    ("The paper's weights a = (2, 1, 1) (row b) beat rows a, c, d in the mean (Table 2)",
+     [("blade", f"table2_{k}", "mean") for k in "acd"]),
 ]
+# The claims about Table 2's ablations (notebook 07 shows these, notebook 08 the others).
+TABLE2_CLAIMS = {c for c, comps in STUDY_CLAIMS
+                 if all(a.startswith(("blade", "table2_")) and b.startswith("table2_")
+                        for a, b, _ in comps)}
 
 
 def verdict(diff: float, noise: float | None) -> str:

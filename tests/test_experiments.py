@@ -298,6 +298,35 @@ def test_verdicts_weigh_the_seed_spread(tmp_path):
     assert "diff +12.0, noise 4.0 (their seeds)" in v.loc[v.index[0], "evidence"]
 
 
+def test_table2_claims_compare_the_rows_pairwise(tmp_path):
+    """Table 2's claims as seeded verdicts, on hand-made means (IoU %): rows 1-4 at 60/60/62/62
+    (row 1 with a second seed at 61: its range 1 is the noise of every comparison with it, and
+    the setting's widest, 1, of the others), rows 5-8 at 55/55/62.5/62, rows a, c, d at 60.5 /
+    57 / 63. Fusion: 1-5 and 2-6 hold (+5.5, +5), 3-7 is within noise (-0.5): within seed
+    noise overall. Uniform: 1-2 +0.5, 3-4 0, 5-6 0, 7-8 +0.5: within noise. Full model best:
+    row 3 (62) is ahead of row 1 (60.5) by 1.5 > 1: does not hold. Weights: row d ahead by
+    2.5: does not hold. Notebook 07 takes exactly these four claims and row 3's."""
+    from blade.claims import FAILS, NOISE, STUDY_CLAIMS, TABLE2_CLAIMS
+
+    values = {"blade": 60, "blade_seed1": 61, "table2_2": 60, "table2_3": 62, "table2_4": 62,
+              "table2_5": 55, "table2_6": 55, "table2_7": 62.5, "table2_8": 62,
+              "table2_a": 60.5, "table2_c": 57, "table2_d": 63}
+    for run, v in values.items():
+        os.makedirs(tmp_path / "cpu" / run / "box")
+        pd.DataFrame({"level": ["mean"], "objects": [2], "iou_amodal": [v / 100]}).to_csv(
+            tmp_path / "cpu" / run / "box" / "levels.csv", index=False)
+    v = pd.read_csv(ex.write_verdicts(str(tmp_path))).set_index("claim")
+    v = v[v["protocol"] == "box"]
+    t2 = [c for c, _ in STUDY_CLAIMS[-4:]]
+    assert [v.loc[c, "verdict"] for c in t2] == [FAILS, NOISE, NOISE, FAILS]
+    assert "mean: blade 60.5 (n=2) vs table2_5 55.0 (n=1), diff +5.5, noise 1.0 (their seeds)" \
+        in v.loc[t2[1], "evidence"]
+    assert "table2_2 60.0 (n=1) vs table2_6 55.0 (n=1), diff +5.0, noise 1.0 (setting's " \
+        "widest)" in v.loc[t2[1], "evidence"]
+    assert "diff -2.5" in v.loc[t2[3], "evidence"]  # row d ahead of row b
+    assert TABLE2_CLAIMS == set(t2) | {c for c, _ in STUDY_CLAIMS[3:5]}
+
+
 def test_variant_goal_by_hand(tmp_path):
     """Issue 13's goal on hand-made levels (IoU %): the variant var_hidden 66/60/50 at
     FG-0/FG-2/FG-3 with a second seed 2 points higher (range 2); BLADE 60/55/45 (one seed:
