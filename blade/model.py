@@ -118,6 +118,34 @@ def fcos_candidates(anchors: torch.Tensor, boxes: torch.Tensor, num_per_level,
     return near & (dist.amin(2) > 0) & (reach > lower[None]) & (reach < upper[None])
 
 
+def select_positives(matched: torch.Tensor, score: torch.Tensor, topk_per_image: int):
+    """The positives that train the mask heads, for a whole batch at once (BoxInst
+    ``TOPK_PROPOSALS_PER_IM``): per image, ``max(topk_per_image // #GT, 1)`` locations per
+    ground-truth instance that has any, the best by ``score``.
+
+    matched [B, A] long: the instance each location is assigned to (< 0: none); score [B, A]
+    (cls x ctr). Returns ``img_idx, anchor_idx, gt`` [n] long, ordered by image, then instance,
+    then score (descending); ties in score go to the lower location index. One data-dependent
+    shape for the batch (the final selection) instead of a ``nonzero`` per instance: on a GPU
+    each is a host synchronisation (issue 15)."""
+    B, A = matched.shape
+    none = B * A  # the key of locations assigned to no instance: sorts last
+    key = torch.where(matched >= 0,
+                      torch.arange(B, device=matched.device).view(B, 1) * A + matched,
+                      torch.full_like(matched, none)).flatten()  # [B*A] image, then instance
+    order = torch.sort(score.flatten(), descending=True, stable=True).indices
+    order = order[torch.sort(key[order], stable=True).indices]  # by key, within it by score
+    k = key[order]
+    rank = torch.arange(len(k), device=k.device) - torch.searchsorted(k, k)  # within instance
+    img = order // A
+    positive = k != none
+    n_gt = torch.zeros(B, dtype=torch.long, device=k.device).index_add_(
+        0, img, (positive & (rank == 0)).long())  # instances with a positive, per image
+    per_gt = (topk_per_image // n_gt.clamp(min=1)).clamp(min=1)  # [B]
+    chosen = order[positive & (rank < per_gt[img])]
+    return chosen // A, chosen % A, matched.flatten()[chosen]
+
+
 class ControllerRegressionHead(FCOSRegressionHead):
     """torchvision's regression head plus the controller conv on the same tower.
 
@@ -145,24 +173,32 @@ class ControllerRegressionHead(FCOSRegressionHead):
 
     def controller_at(self, towers, img_idx, anchor_idx):
         """Controller output [n, P] at n locations: ``img_idx`` [n] images, ``anchor_idx`` [n]
-        indices into the concatenated P3..P7 locations (row-major per level, one anchor)."""
+        indices into the concatenated P3..P7 locations (row-major per level, one anchor).
+
+        The 3x3 convolution evaluated only where it is needed: every level's tower, zero-padded
+        by one, goes into one table of feature vectors, each location reads its 3x3 patch from
+        it by index, and one matrix product with the conv weight gives the parameters. No
+        per-level selection: nothing here waits for the device (issue 15)."""
         c = towers[0].shape[1]
         weight = self.controller.weight.permute(0, 2, 3, 1).reshape(-1, 9 * c)  # [P, 3*3*C]
-        out = towers[0].new_zeros(len(anchor_idx), weight.shape[0])
-        d = torch.arange(3, device=anchor_idx.device) - 1
-        start = 0
+        tables, rows = [], []  # rows: per level (first location, first table row, h, w)
+        start = base = 0
         for tower in towers:
-            h, w = tower.shape[-2:]
-            sel = torch.nonzero((anchor_idx >= start) & (anchor_idx < start + h * w)).flatten()
-            if len(sel):
-                local = anchor_idx[sel] - start
-                ys = (local // w).view(-1, 1, 1) + d.view(1, 3, 1) + 1  # [k,3,1] in padded map
-                xs = (local % w).view(-1, 1, 1) + d.view(1, 1, 3) + 1  # [k,1,3]
-                padded = F.pad(tower, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # [N,h+2,w+2,C]
-                patches = padded[img_idx[sel].view(-1, 1, 1), ys, xs]  # [k,3,3,C]
-                out = out.index_put((sel,), patches.reshape(len(sel), -1) @ weight.t())
-            start += h * w
-        return out + self.controller.bias
+            n, _, h, w = tower.shape
+            tables.append(F.pad(tower, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(-1, c))
+            rows.append((start, base, h, w))
+            start, base = start + h * w, base + n * (h + 2) * (w + 2)
+        table = torch.cat(tables)  # [sum N (h+2)(w+2), C]
+        first, base, h, w = torch.tensor(rows, device=anchor_idx.device).unbind(1)  # [L] each
+        lv = torch.searchsorted(first, anchor_idx, right=True) - 1  # [n] level of each location
+        local = anchor_idx - first[lv]
+        y, x, w2 = local // w[lv], local % w[lv], w[lv] + 2  # [n]; w2: padded row length
+        d = torch.arange(3, device=anchor_idx.device)
+        at = (base[lv] + img_idx * (h[lv] + 2) * w2).view(-1, 1, 1) \
+            + (y.view(-1, 1, 1) + d.view(1, 3, 1)) * w2.view(-1, 1, 1) \
+            + x.view(-1, 1, 1) + d.view(1, 1, 3)  # [n,3,3] rows of the padded 3x3 patch
+        patches = table[at]  # [n,3,3,C]
+        return patches.reshape(len(anchor_idx), 9 * c) @ weight.t() + self.controller.bias
 
 
 class BladeFCOSHead(FCOSHead):
@@ -343,25 +379,14 @@ class BladeModel(FCOS):
         matched = self.head.last_matched_idxs
 
         # positives for the mask heads: top-k per image by cls x ctr, spread over the GTs
-        img_idx, anchor_idx, gt_idx = [], [], []
-        offset = 0
-        for b, m in enumerate(matched):
-            pos = torch.nonzero(m >= 0).flatten()
-            if len(pos):
-                score = (head_outputs["cls_logits"][b, pos].detach().sigmoid().amax(1)
-                         * head_outputs["bbox_ctrness"][b, pos, 0].detach().sigmoid())
-                gts = m[pos]
-                per_gt = max(cfg.topk_per_image // len(torch.unique(gts)), 1)
-                for g in torch.unique(gts):
-                    sel = torch.nonzero(gts == g).flatten()
-                    sel = sel[score[sel].topk(min(per_gt, len(sel))).indices]
-                    anchor_idx.append(pos[sel])
-                    img_idx.append(torch.full_like(sel, b))
-                    gt_idx.append(offset + g.expand(len(sel)))
-            offset += len(targets[b]["labels"])
+        score = (head_outputs["cls_logits"].detach().sigmoid().amax(2)
+                 * head_outputs["bbox_ctrness"][..., 0].detach().sigmoid())  # [B, A]
+        img_idx, anchor_idx, g = select_positives(torch.stack(matched), score,
+                                                  cfg.topk_per_image)
+        first_gt = torch.tensor([0] + [len(t["labels"]) for t in targets[:-1]],
+                                device=g.device).cumsum(0)  # index of each image's first GT
+        gt_idx = first_gt[img_idx] + g
         device = images_t.tensors.device
-        cat = (lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long, device=device))
-        img_idx, anchor_idx, gt_idx = cat(img_idx), cat(anchor_idx), cat(gt_idx)
 
         mask_feats = self.mask_branch(feats[:3])
         params = self.head.regression_head.controller_at(head_outputs["reg_towers"], img_idx,
