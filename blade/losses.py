@@ -94,13 +94,11 @@ def pairwise_loss(mask_logits: torch.Tensor, color_similarity: torch.Tensor,
     valid = neighbour_valid(h, w, device=box_masks.device, dtype=torch.bool)
     keep = (color_similarity >= threshold) & (box_masks > 0.5) & valid  # [N,8,H,W], as
     # pairwise_weights > 0, in bool (a quarter of the memory traffic of the float product)
-    n_kept = keep.sum()
-    if n_kept == 0:
-        return _zero(mask_logits)
+    n_kept = keep.sum()  # no early exit on 0 (a host sync on a GPU): the sums below are 0
     x_c, x_n = gather_edges(mask_logits, keep)  # logits at both ends of each kept edge
     log_same = torch.logaddexp(F.logsigmoid(x_c) + F.logsigmoid(x_n),  # log p_i p_j
                                F.logsigmoid(-x_c) + F.logsigmoid(-x_n))  # log (1-p_i)(1-p_j)
-    return -log_same.sum() / n_kept
+    return -log_same.sum() / n_kept.clamp(min=1)
 
 
 def mil_loss(mask_logits: torch.Tensor, box_masks: torch.Tensor,
@@ -202,15 +200,13 @@ def neighbor_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tens
     ``dilation``, ``allowed`` as in :func:`neighbor_edges`.
     """
     edges, c, _ = neighbor_edges(m_v, region_masks, amodal_box_masks, t, dilation, allowed)
-    n_edges = edges.sum()
-    if n_edges == 0:
-        return _zero(m_a)
+    n_edges = edges.sum()  # no early exit on 0 (a host sync on a GPU): the sums below are 0
     a, a_nb = gather_edges(m_a, edges, dilation)  # m_a at both ends of each edge of E_pov
     c = c[edges]
     same = a * a_nb + (1 - a) * (1 - a_nb)  # c~_e (Eq. 12)
     diff = a * (1 - a_nb) + (1 - a) * a_nb  # 1 - c~_e, computed directly for accuracy
     bce = -(c * same.clamp(min=PROB_EPS).log() + (1 - c) * diff.clamp(min=PROB_EPS).log())
-    return bce.sum() / n_edges  # Eq. 13
+    return bce.sum() / n_edges.clamp(min=1)  # Eq. 13
 
 
 def uniform_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tensor,
@@ -218,10 +214,8 @@ def uniform_loss(m_a: torch.Tensor, m_v: torch.Tensor, region_masks: torch.Tenso
     """BLADE uniform loss l_un (Eq. 14): K / N_R * sum over R of max(m_v - m_a, 0); 0 if R is
     empty. m_a, m_v: probabilities [N,1,H,W]."""
     r = (region_masks > 0.5).to(m_a.dtype)
-    n_r = r.sum()
-    if n_r == 0:
-        return _zero(m_a)
-    return K * (F.relu(m_v - m_a) * r).sum() / n_r
+    n_r = r.sum()  # 0: the sum is 0 too, and no early exit makes the host wait (issue 15)
+    return K * (F.relu(m_v - m_a) * r).sum() / n_r.clamp(min=1)
 
 
 def region_loss(region_logits: torch.Tensor, region_masks: torch.Tensor) -> torch.Tensor:

@@ -311,3 +311,22 @@ def test_mil_loss_gives_every_pixel_of_a_bag_a_gradient():
     mil_loss(x, box).backward()
     assert (x.grad[0, 0][box[0, 0] > 0] < 0).all()  # every pixel inside is pushed up
     assert (x.grad[0, 0][box[0, 0] == 0] > 0).all()  # every pixel outside is pushed down
+
+
+def test_losses_with_nothing_to_average_are_zero_and_backpropagate():
+    """No kept pairwise edge, no neighbour edge, an empty R: each loss is exactly 0, stays
+    attached to the graph and gives zero gradients (no early exit, so no host sync on a GPU:
+    the sums over nothing are divided by max(count, 1))."""
+    from blade.losses import neighbor_loss, pairwise_loss, uniform_loss
+
+    logits = torch.randn(2, 1, 6, 6, requires_grad=True)
+    box = torch.zeros(2, 1, 6, 6)  # no box pixel: no pairwise edge, no neighbour edge
+    sim = torch.ones(2, 8, 6, 6)
+    p = torch.sigmoid(logits)
+    m_v = torch.full((2, 1, 6, 6), 0.9)
+    terms = [pairwise_loss(logits, sim, box), neighbor_loss(p, m_v, box, box),
+             uniform_loss(p, m_v, box)]
+    for loss in terms:
+        assert loss.item() == 0.0 and loss.requires_grad
+    sum(terms).backward()
+    assert logits.grad is not None and (logits.grad == 0).all()
