@@ -202,6 +202,8 @@ class SyncSpy(TorchDispatchMode):
     index calls ``nonzero`` in C++) are in the profiler's counts only."""
 
     OPS = ("_local_scalar_dense", "nonzero")
+    ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                  for m in (__import__("blade"), __import__("torchvision")))  # the packages
 
     def __enter__(self):
         self.sources = collections.Counter()
@@ -210,13 +212,13 @@ class SyncSpy(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in self.OPS:
-            frames = [f for f in traceback.extract_stack()
-                      if f"{os.sep}blade{os.sep}" in f.filename or "torchvision" in f.filename]
+            frames = [(os.path.abspath(f.filename), f) for f in traceback.extract_stack()]
+            frames = [(path, f) for path, f in frames if path.startswith(self.ROOTS)]
             where = "(no kit frame)"
             if frames:
-                f = frames[-1]
-                short = f.filename.split("site-packages" + os.sep)[-1]
-                short = short[short.find("blade" + os.sep):] if "torchvision" not in short else short
+                path, f = frames[-1]
+                root = next(r for r in self.ROOTS if path.startswith(r))
+                short = os.path.relpath(path, os.path.dirname(root.rstrip(os.sep)))
                 where = f"{short}:{f.lineno}  {f.line}"
             self.sources[(name, where)] += 1
         return func(*args, **(kwargs or {}))
@@ -316,6 +318,8 @@ def main(argv=None):
         if not os.path.exists(os.path.join(args.data, name)):
             raise SystemExit(f"error: {os.path.join(args.data, name)} does not exist; make the "
                              f"benchmark with python -m blade.data.synthetic --out {args.data}")
+    if args.steps == 0 and args.profile:
+        raise SystemExit("error: --profile profiles training steps: give --steps > 0")
     if args.steps == 0 and (args.eval_images == 0 or args.eval_checkpoint == "none"):
         raise SystemExit("error: --steps 0 measures only the evaluation: give --eval-images > 0 "
                          "and an --eval-checkpoint")

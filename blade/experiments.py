@@ -254,8 +254,14 @@ def _transfer(args, runs_dir: str, results: str, parser) -> None:
     if args.what == "export":
         if not args.out:
             parser.error("export needs --out FOLDER")
-        if args.only is not None:
-            names = _only(args.only, "study", [], parser)
+        skipped = []
+        if args.only is not None:  # the finished ones among them; the others named at the end
+            wanted = _only(args.only, "study", [], parser)
+            done = set(finished_runs(args.preset, runs_dir)[0])
+            names = [n for n in wanted if n in done]
+            skipped = [n for n in wanted if n not in done]
+            for name in skipped:
+                print(f"not finished, not exported: {name}")
         else:  # every run folder here whose schedule is complete
             names, partial = finished_runs(args.preset, runs_dir)
             for name in partial:
@@ -265,6 +271,10 @@ def _transfer(args, runs_dir: str, results: str, parser) -> None:
                 return
         for path in export_runs(names, args.preset, runs_dir, args.out):
             print("wrote", path)
+        if skipped:  # after the finished ones are written: a cut run costs no other run
+            raise ValueError(f"not exported, schedule not finished: {', '.join(skipped)} "
+                             f"(finish them first: python -m blade.experiments study --preset "
+                             f"{args.preset} --only {','.join(skipped)} --train-only)")
         return
     if not args.weights:
         parser.error("adopt needs --weights FOLDER (written by export)")

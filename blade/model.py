@@ -118,21 +118,35 @@ def fcos_candidates(anchors: torch.Tensor, boxes: torch.Tensor, num_per_level,
     return near & (dist.amin(2) > 0) & (reach > lower[None]) & (reach < upper[None])
 
 
-def select_positives(matched: torch.Tensor, score: torch.Tensor, topk_per_image: int):
+def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """[N,4] (x1, y1, x2, y2) scaled by Python numbers: no scale tensor copied from the host."""
+    return torch.stack([boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy],
+                       dim=1)
+
+
+def select_positives(matched: torch.Tensor, score: torch.Tensor, topk_per_image: int,
+                     first_gt=None, max_gt=None):
     """The positives that train the mask heads, for a whole batch at once (BoxInst
     ``TOPK_PROPOSALS_PER_IM``): per image, ``max(topk_per_image // #GT, 1)`` locations per
     ground-truth instance that has any, the best by ``score``.
 
     matched [B, A] long: the instance each location is assigned to (< 0: none); score [B, A]
-    (cls x ctr). Returns ``img_idx, anchor_idx, gt`` [n] long, ordered by image, then instance,
-    then score (descending); ties in score go to the lower location index. One data-dependent
-    shape for the batch (the final selection) instead of a ``nonzero`` per instance: on a GPU
-    each is a host synchronisation (issue 15)."""
+    (cls x ctr). ``max_gt``: more than any instance index of ``matched`` (the model passes its
+    largest per-image instance count; default: read from ``matched``, one host sync);
+    ``first_gt``: per image, the index of its first instance in the batch's concatenated
+    targets, added to the returned ``gt`` (Python ints; default: none added). Returns
+    ``img_idx, anchor_idx, gt`` [n] long, ordered by image, then instance, then score
+    (descending); ties in score go to the lower location. One data-dependent shape for the
+    batch (the final selection) instead of a ``nonzero`` per instance, and no copy from the
+    host: on a GPU each would be a host synchronisation (issue 15)."""
     B, A = matched.shape
-    none = B * A  # the key of locations assigned to no instance: sorts last
-    key = torch.where(matched >= 0,
-                      torch.arange(B, device=matched.device).view(B, 1) * A + matched,
-                      torch.full_like(matched, none)).flatten()  # [B*A] image, then instance
+    if max_gt is None:
+        max_gt = int(matched.max()) + 1 if matched.numel() else 0
+    stride = max(max_gt, 1)  # key = image * stride + instance: unique, in image order
+    none = B * stride  # the key of the locations assigned to no instance: sorts last
+    img_of = torch.arange(B, device=matched.device).view(B, 1)
+    key = torch.where(matched >= 0, img_of * stride + matched,
+                      torch.full_like(matched, none)).flatten()  # [B*A]
     order = torch.sort(score.flatten(), descending=True, stable=True).indices
     order = order[torch.sort(key[order], stable=True).indices]  # by key, within it by score
     k = key[order]
@@ -143,7 +157,13 @@ def select_positives(matched: torch.Tensor, score: torch.Tensor, topk_per_image:
         0, img, (positive & (rank == 0)).long())  # instances with a positive, per image
     per_gt = (topk_per_image // n_gt.clamp(min=1)).clamp(min=1)  # [B]
     chosen = order[positive & (rank < per_gt[img])]
-    return chosen // A, chosen % A, matched.flatten()[chosen]
+    img_idx, gt = chosen // A, matched.flatten()[chosen]
+    if first_gt is not None:
+        offset = torch.zeros(B, dtype=torch.long, device=matched.device)
+        for b in range(1, B):
+            offset[b] = first_gt[b]  # a fill on the device, not a copy from the host
+        gt = gt + offset[img_idx]
+    return img_idx, chosen % A, gt
 
 
 class ControllerRegressionHead(FCOSRegressionHead):
@@ -178,7 +198,8 @@ class ControllerRegressionHead(FCOSRegressionHead):
         The 3x3 convolution evaluated only where it is needed: every level's tower, zero-padded
         by one, goes into one table of feature vectors, each location reads its 3x3 patch from
         it by index, and one matrix product with the conv weight gives the parameters. No
-        per-level selection: nothing here waits for the device (issue 15)."""
+        per-level selection and no copy from the host, so a GPU is not made to wait (issue
+        15)."""
         c = towers[0].shape[1]
         weight = self.controller.weight.permute(0, 2, 3, 1).reshape(-1, 9 * c)  # [P, 3*3*C]
         tables, rows = [], []  # rows: per level (first location, first table row, h, w)
@@ -189,12 +210,19 @@ class ControllerRegressionHead(FCOSRegressionHead):
             rows.append((start, base, h, w))
             start, base = start + h * w, base + n * (h + 2) * (w + 2)
         table = torch.cat(tables)  # [sum N (h+2)(w+2), C]
-        first, base, h, w = torch.tensor(rows, device=anchor_idx.device).unbind(1)  # [L] each
-        lv = torch.searchsorted(first, anchor_idx, right=True) - 1  # [n] level of each location
-        local = anchor_idx - first[lv]
-        y, x, w2 = local // w[lv], local % w[lv], w[lv] + 2  # [n]; w2: padded row length
+        # each location's level quantities, by comparisons with Python numbers (no copy from
+        # the host, which would make a GPU wait): first location, first table row, h, w
+        first, base, h, w = (torch.zeros_like(anchor_idx) for _ in range(4))
+        for lv_first, lv_base, lv_h, lv_w in rows:
+            at_or_after = anchor_idx >= lv_first
+            first = torch.where(at_or_after, lv_first, first)
+            base = torch.where(at_or_after, lv_base, base)
+            h = torch.where(at_or_after, lv_h, h)
+            w = torch.where(at_or_after, lv_w, w)
+        local = anchor_idx - first
+        y, x, w2 = local // w, local % w, w + 2  # [n]; w2: padded row length
         d = torch.arange(3, device=anchor_idx.device)
-        at = (base[lv] + img_idx * (h[lv] + 2) * w2).view(-1, 1, 1) \
+        at = (base + img_idx * (h + 2) * w2).view(-1, 1, 1) \
             + (y.view(-1, 1, 1) + d.view(1, 3, 1)) * w2.view(-1, 1, 1) \
             + x.view(-1, 1, 1) + d.view(1, 1, 3)  # [n,3,3] rows of the padded 3x3 patch
         patches = table[at]  # [n,3,3,C]
@@ -305,6 +333,10 @@ class BladeModel(FCOS):
                                       cfg.mask_branch_norm)
         self.register_buffer("soi", torch.tensor(cfg.sizes_of_interest, dtype=torch.float32),
                              persistent=False)
+        # on the model's device once, not copied from the host at every step (issue 15)
+        for name, value in (("pixel_mean", mean), ("pixel_std", std)):
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32).view(1, 3, 1, 1),
+                                 persistent=False)
 
     # -- shared pieces -----------------------------------------------------------------------
     def _features(self, images_t):
@@ -351,9 +383,7 @@ class BladeModel(FCOS):
 
     def _pixel_rgb(self, images_t):
         """Un-normalised [B,3,H,W] RGB in [0,1] and a [B,1,H,W] mask of real (unpadded) pixels."""
-        mean = torch.tensor(self.transform.image_mean, device=images_t.tensors.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.transform.image_std, device=images_t.tensors.device).view(1, 3, 1, 1)
-        rgb = images_t.tensors * std + mean
+        rgb = images_t.tensors * self.pixel_std + self.pixel_mean
         valid = torch.zeros_like(rgb[:, :1])
         for b, (h, w) in enumerate(images_t.image_sizes):
             valid[b, :, :h, :w] = 1
@@ -371,8 +401,9 @@ class BladeModel(FCOS):
         images_t, det_targets_t = self.transform(images, det_targets)
         scaled = []
         for img, (h, w), t in zip(images, images_t.image_sizes, targets):
-            s = torch.tensor([w / img.shape[-1], h / img.shape[-2]] * 2, device=img.device)
-            scaled.append({"visible": t["visible_boxes"] * s, "amodal": t["amodal_boxes"] * s})
+            sx, sy = w / img.shape[-1], h / img.shape[-2]
+            scaled.append({"visible": scale_boxes(t["visible_boxes"], sx, sy),
+                           "amodal": scale_boxes(t["amodal_boxes"], sx, sy)})
         feats, head_outputs, anchors, levels = self._features(images_t)
         n_per_level = [f.shape[-2] * f.shape[-1] for f in feats]
         det = self.compute_loss(det_targets_t, head_outputs, anchors, n_per_level)
@@ -381,11 +412,13 @@ class BladeModel(FCOS):
         # positives for the mask heads: top-k per image by cls x ctr, spread over the GTs
         score = (head_outputs["cls_logits"].detach().sigmoid().amax(2)
                  * head_outputs["bbox_ctrness"][..., 0].detach().sigmoid())  # [B, A]
-        img_idx, anchor_idx, g = select_positives(torch.stack(matched), score,
-                                                  cfg.topk_per_image)
-        first_gt = torch.tensor([0] + [len(t["labels"]) for t in targets[:-1]],
-                                device=g.device).cumsum(0)  # index of each image's first GT
-        gt_idx = first_gt[img_idx] + g
+        first_gt, n = [], 0  # index of each image's first instance in the batch
+        for t in targets:
+            first_gt.append(n)
+            n += len(t["labels"])
+        img_idx, anchor_idx, gt_idx = select_positives(
+            torch.stack(matched), score, cfg.topk_per_image, first_gt,
+            max_gt=max((len(t["labels"]) for t in targets), default=0))
         device = images_t.tensors.device
 
         mask_feats = self.mask_branch(feats[:3])

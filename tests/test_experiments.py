@@ -475,7 +475,8 @@ def test_gpu_study_script_trains_and_exports(synthetic_dir, tmp_path):
     """tools/gpu_study.sh (meant for a lent GPU machine) on this CPU with the smoke preset, in a
     folder of its own: it trains the named run, exports it, and a second call with nothing
     left to train exports it again; a run stopped by LIMIT makes the call fail on stderr, and
-    that call brings back none of the earlier calls' runs."""
+    that call brings back none of the earlier calls' runs; a call with a cut run and a
+    finished one exports the finished one."""
     import subprocess
     import sys
 
@@ -497,6 +498,13 @@ def test_gpu_study_script_trains_and_exports(synthetic_dir, tmp_path):
     assert sorted(os.listdir(tmp_path / "out2")) == ["log.txt"]
     log2 = (tmp_path / "out2" / "log.txt").read_text()
     assert "--only blade --train-only" in log2 and "wrote" not in log2
+    # a call with a cut run and a finished one still brings the finished one back
+    r = subprocess.run(["bash", script, "smoke", "100", "blade", "table2_3"], cwd=tmp_path,
+                       env=dict(env, LIMIT="0.5", OUT=str(tmp_path / "out3")),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and sorted(os.listdir(tmp_path / "out3")) == ["log.txt",
+                                                                          "table2_3.pt"]
+    assert "not finished, not exported: blade" in (tmp_path / "out3" / "log.txt").read_text()
     r = subprocess.run(["bash", script, "smoke", "100"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "name at least one run" in r.stderr

@@ -52,9 +52,9 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     prof = (tmp_path / "prof.txt").read_text()
     assert prof.startswith("torch.profiler over 1 training step (") and "aten::" in prof
     assert "== by self device time" not in prof  # CPU: no device table
-    # the spied step names the kit's own lines: the per-instance positive selection of the
-    # mask heads (a nonzero per ground-truth object) is one of them
-    assert "== called from" in prof and "nonzero" in prof and "blade/model.py:" in prof
+    # the spied step names the kit's own lines: the pairwise term's edge selection (a nonzero
+    # per call, kept: on a CPU it makes the cost proportional to the kept edges) is one of them
+    assert "== called from" in prof and "nonzero  " in prof and "blade/pairwise.py:" in prof
     assert row["profile_calls_per_step"].get("aten::nonzero", 0) > 0
     bad = subprocess.run(cmd[:2] + ["--data", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)

@@ -391,3 +391,14 @@ def test_select_positives_by_hand():
     assert img.tolist() == [0, 0, 0] and loc.tolist() == [4, 2, 3] and gt.tolist() == [0, 1, 1]
     tie = torch.tensor([[0.5, 0.5, 0.5, 0.5, 0.5], [0.0] * 5])
     assert select_positives(matched, tie, 4)[1].tolist() == [4, 0, 2]
+    # instance indices beyond the number of locations (a review's counterexamples), and the
+    # batch offsets the model adds (image 1's first instance is the batch's 5th)
+    for m in ([[1]], [[3], [0]], [[0, 4, -1], [1, -1, 0]]):
+        m = torch.tensor(m)
+        s = torch.arange(m.numel(), dtype=torch.float32).view(m.shape)
+        got, want = select_positives(m, s, 4), _select_positives_loop(m, s, 4)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), (m, got, want)
+    m = torch.tensor([[0, 4, -1], [1, -1, 0]])
+    img, loc, gt = select_positives(m, torch.ones(2, 3), 4, first_gt=[0, 5], max_gt=5)
+    assert img.tolist() == [0, 0, 1, 1] and loc.tolist() == [0, 1, 2, 0]
+    assert gt.tolist() == [0, 4, 5, 6]

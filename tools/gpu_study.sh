@@ -7,15 +7,17 @@
 # Run it in the repository root of the GPU machine. Each call trains every RUN for at most
 # MAX_STEPS more iterations (the runner resumes from the last checkpoint, so a schedule longer
 # than one call's time limit is finished by calling again while the machine holds the run
-# folders), then exports every finished run into $OUT as <run>.pt and writes $OUT/log.txt.
+# folders), then exports those of them that are finished into $OUT as <run>.pt and writes
+# $OUT/log.txt.
 # What the machine lacks comes with the call (.whl/, .assets/: see tools/gpu_env.sh and
 # results/README.md, "The study on a GPU"); numpy and Pillow there must draw and resize as
 # here for the same benchmark: log.txt holds a digest of the generated files to compare.
 # LIMIT (seconds, default 540) bounds the trainings of one call, so that the export runs
 # within a command limit of 10 minutes; choose MAX_STEPS so that they end before it (a
-# training stopped by the limit loses what it did since its last checkpoint). Export takes
-# the finished runs among this call's RUNs (not every run on the machine: a second call would
-# then bring back more files than come back): at most 7 per call fit the 8 files.
+# training stopped by the limit loses what it did since its last checkpoint, and is not
+# exported: the call fails, naming it, after exporting the finished ones). Export takes the
+# finished runs among this call's RUNs, not every run on the machine (a second call would then
+# bring back more files than come back): at most 7 per call fit the 8 files.
 set -euo pipefail
 preset=${1:?preset}; steps=${2:?max steps per run in this call}; shift 2
 [ $# -gt 0 ] || { echo "error: name at least one run" >&2; exit 2; }
