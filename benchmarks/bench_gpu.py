@@ -46,6 +46,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
+import blade  # noqa: E402
+import torchvision  # noqa: E402
 from blade.config import preset  # noqa: E402
 from blade.utils import int_at_least, pick_device  # noqa: E402
 
@@ -185,7 +187,7 @@ def bench_train(args, device) -> tuple:
     else:
         res["peak_rss_mib"] = peak_rss_mib()
     if prof is not None:
-        res.update(write_profile(prof, max(n_prof - 1, 1), args.profile, device, spy.sources))
+        res.update(write_profile(prof, n_prof - 1, args.profile, device, spy.sources))
     return res, model
 
 
@@ -203,7 +205,7 @@ class SyncSpy(TorchDispatchMode):
 
     OPS = ("_local_scalar_dense", "nonzero")
     ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                  for m in (__import__("blade"), __import__("torchvision")))  # the packages
+                  for m in (blade, torchvision))  # the packages' folders
 
     def __enter__(self):
         self.sources = collections.Counter()
@@ -224,6 +226,11 @@ class SyncSpy(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def format_calls(counts: dict) -> str:
+    """Sync-like operators per step, one line."""
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items())) or "none of them"
+
+
 def write_profile(prof, steps: int, path: str, device, sources=None) -> dict:
     """Write the profiler's tables to ``path`` (and, from ``SyncSpy``, where the sync-like
     operators are called); return the sync-like calls per step."""
@@ -232,8 +239,7 @@ def write_profile(prof, steps: int, path: str, device, sources=None) -> dict:
     with open(path, "w") as f:
         f.write(f"torch.profiler over {steps} training step{'s' * (steps != 1)} (after the timed "
                 f"ones)\n")
-        f.write("calls per step: " + ", ".join(f"{k} {v:g}" for k, v in sorted(counts.items()))
-                + "\n\n")
+        f.write(f"calls per step: {format_calls(counts)}\n\n")
         if sources:
             f.write("== called from (one more step, operators Python calls directly)\n")
             for (name, where), n in sources.most_common():
@@ -299,9 +305,8 @@ def report(ver, train, ev) -> str:
             lines.append(f"  peak resident memory of the process: {train['peak_rss_mib']:.0f} "
                          f"MiB")
         if "profile_calls_per_step" in train:
-            calls = train["profile_calls_per_step"]
-            lines.append("  profiled, calls per step: " + (", ".join(
-                f"{k} {v:g}" for k, v in sorted(calls.items())) or "none of the sync-like ones"))
+            lines.append("  profiled, calls per step: "
+                         + format_calls(train["profile_calls_per_step"]))
     if ev:
         lines.append(f"evaluation, {ev['eval_model']}, {ev['eval_images']} validation scenes, "
                      f"batch {ev['eval_batch']}, {ev['eval_workers']} loader workers:")

@@ -263,8 +263,6 @@ def variant_study(seeds=(0, 1, 2), allows=NE_ALLOWS, modes=M_V_MODES,
     return pd.DataFrame(rows)
 
 
-
-
 def variants_view(cases: dict, m_v: str = "truth", ne_dilation: int = 2, alpha_con: float = 1.0,
                   steps: int = 300, seed: int = 0):
     """Notebook 03's variant explorer (issue 13): for each toy of ``cases`` (name -> toy
