@@ -5,7 +5,7 @@ computing, peak memory, and evaluation throughput, with the device and versions.
         [--steps 30] [--warmup 5] [--batch N] [--workers N]
         [--amp fp16|bf16|off] [--cudnn-benchmark] [--channels-last]
         [--eval-images 100] [--eval-batch 8] [--eval-workers 4] [--no-coco] [--json FILE]
-        [--profile FILE [--profile-steps 5]]
+        [--profile FILE [--profile-steps 5]] [--count-ops FILE [--cpu-amp]]
 
 Training: the engine's own step (``blade.engine.forward_step`` / ``backward_step``, the
 loop's loader of planned batches with pinned memory on CUDA) for ``--warmup`` steps, not
@@ -26,12 +26,19 @@ network is the preset's own architecture (for ``paper``: frozen stem and batch n
 ImageNet weights) with no weights loaded: the lent GPU machines cannot download ResNet-50's,
 and the weights' values do not change the cost of a step.
 
+Operators per step (``--count-ops``, ``OpCounter``): one more step with every operator it
+dispatches counted by the part of the network that called it, forward and backward apart. On a
+GPU each is at least one kernel launch, and a host-bound step's time follows them, so this
+count is the measure of issue 15's host work that a CPU can take (``results/bench_ops.txt``);
+``--cpu-amp`` trains that step under autocast on the CPU too, to count the casts a GPU step has.
+
 It runs on any device (the tests run it on the CPU with the ``smoke`` preset); only numbers
 from a GPU machine answer issue 15, quoted with the device line this script prints.
 """
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -41,6 +48,7 @@ import time
 import traceback
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -85,6 +93,13 @@ def parse_args(argv=None):
         "lines of Python that ask for them here"))
     p.add_argument("--profile-steps", type=int_at_least(2), default=5,
                    help="the last one is run under SyncSpy, not the profiler")
+    p.add_argument("--count-ops", default=None, help=(
+        "after the other steps, run one more under OpCounter and write its table here: the "
+        "operators a step calls (each a kernel launch on a GPU), by part of the network and "
+        "forward / backward, with the syncs and casts among them; runs on any device"))
+    p.add_argument("--cpu-amp", action="store_true", help=(
+        "on the CPU, train under autocast with --amp too (to count the casts a GPU step has; "
+        "slow: CPUs have few half-precision kernels)"))
     return p.parse_args(argv)
 
 
@@ -123,7 +138,7 @@ def bench_train(args, device) -> tuple:
     from blade.model import BladeModel
 
     n_prof = args.profile_steps if args.profile else 0
-    over = {"iterations": args.warmup + args.steps + n_prof}
+    over = {"iterations": args.warmup + args.steps + n_prof + bool(args.count_ops)}
     if args.batch is not None:
         over["batch_size"] = args.batch
     if args.workers is not None:
@@ -138,22 +153,25 @@ def bench_train(args, device) -> tuple:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    use_amp = device.type == "cuda" and args.amp != "off"
+                                weight_decay=cfg.weight_decay,
+                                foreach=True)  # CUDA's default; on a CPU it counts alike
+    use_amp = args.amp != "off" and (device.type == "cuda" or args.cpu_amp)
     dtype = AMP.get(args.amp, torch.float16)
-    scaler = torch.amp.GradScaler("cuda") if use_amp and args.amp == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if use_amp and args.amp == "fp16" else None
     loader = torch.utils.data.DataLoader(
         PlannedBatches(ds, cfg, 0, 0, 1), batch_size=None, shuffle=False,
         num_workers=cfg.workers, pin_memory=device.type == "cuda")
     data_s, compute_s = [], []
     batches = iter(loader)
 
-    def step(it):  # one training step; returns (data wait, compute) in seconds
+    def step(it, watch=None):  # one training step; returns (data wait, compute) in seconds
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
-        terms, weights, _ = forward_step(model, batch, it, cfg, optimizer, device, use_amp, dtype)
-        backward_step(total_loss(terms, weights), optimizer, scaler, params, cfg)
+        with watch or contextlib.nullcontext():  # the compute only: not the loader's work
+            terms, weights, _ = forward_step(model, batch, it, cfg, optimizer, device, use_amp,
+                                             dtype)
+            backward_step(total_loss(terms, weights), optimizer, scaler, params, cfg)
         sync(device)
         return t1 - t0, time.perf_counter() - t1
 
@@ -173,8 +191,12 @@ def bench_train(args, device) -> tuple:
         with torch.profiler.profile(activities=acts) as prof:
             for it in range(first, first + n_prof - 1):
                 step(it)
-        with SyncSpy() as spy:  # the last profiled step: which lines of Python ask for syncs
-            step(first + n_prof - 1)
+        spy = SyncSpy()  # the last profiled step: which lines of Python ask for syncs
+        step(first + n_prof - 1, spy)
+    counts = None
+    if args.count_ops:  # one more step, every operator counted by the part that called it
+        counts = OpCounter(model)
+        step(args.warmup + args.steps + n_prof, counts)
     total = [a + b for a, b in zip(data_s, compute_s)]
     res = {"preset": args.preset, "backbone": cfg.backbone, "size": cfg.min_size,
            "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
@@ -188,6 +210,13 @@ def bench_train(args, device) -> tuple:
         res["peak_rss_mib"] = peak_rss_mib()
     if prof is not None:
         res.update(write_profile(prof, n_prof - 1, args.profile, device, spy.sources))
+    if counts is not None:
+        table = counts.table()
+        with open(args.count_ops, "w") as f:
+            f.write(f"operators of one training step by part, preset {args.preset} on "
+                    f"{device.type}, amp {res['amp']}\n{OpCounter.LEGEND}\n\n"
+                    f"{table.to_string()}\n")
+        res["ops_per_step"] = {k: int(v) for k, v in table.loc["total"].items()}
     return res, model
 
 
@@ -223,6 +252,139 @@ class SyncSpy(TorchDispatchMode):
                 short = os.path.relpath(path, os.path.dirname(root.rstrip(os.sep)))
                 where = f"{short}:{f.lineno}  {f.line}"
             self.sources[(name, where)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class OpCounter:
+    """Counts the operators one training step dispatches, by the part of the network that
+    called them, forward and backward apart. On a GPU every counted operator is at least one
+    kernel launch (views and bare allocations launch none and are not counted), so the counts
+    say on any machine where a host-bound step spends its launches.
+
+    Parts: ``transform``, ``backbone``, ``fpn``, ``FCOS head``, ``mask branch`` (the model's
+    modules, by forward hooks), else the innermost function of the kit or torchvision that made
+    the call (``losses.py:pairwise_loss``). A backward operator counts for the part whose
+    forward made its autograd node: a torch-function mode tags each new node with the part of
+    the call that made it, and the dispatch mode reads the node being evaluated. Operators of
+    neither (optimizer, scaler, clipping) count for the function that called them."""
+
+    MODULES = (("transform", "transform"), ("backbone.body", "backbone"), ("backbone.fpn", "fpn"),
+               ("head", "FCOS head"), ("mask_branch", "mask branch"))
+    FREE = ("empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
+            "set_", "resize_", "_reshape_alias")  # allocation or metadata: no launch
+    SYNCS = ("nonzero", "_local_scalar_dense")  # the host waits for the device
+    CASTS = ("_to_copy",)
+    LEGEND = ("columns: operators launched in the forward / backward pass; syncs: nonzero and "
+              "reads of a value (the host waits for the device); casts: dtype/device copies")
+
+    def __init__(self, model):
+        self.model = model
+        self.rows = collections.defaultdict(collections.Counter)
+        self.node_part = {}  # autograd node -> the part whose forward made it
+        self.module_parts = []  # stack of the model's parts being run (forward hooks)
+        self.roots = SyncSpy.ROOTS
+
+    # -- which part is calling --------------------------------------------------------------
+    def part(self) -> str:
+        if self.module_parts:
+            return self.module_parts[-1]
+        f = sys._getframe(1)
+        while f is not None:
+            path = os.path.abspath(f.f_code.co_filename)
+            if path.startswith(self.roots):
+                return f"{os.path.basename(path)}:{f.f_code.co_name}"
+            f = f.f_back
+        return "(outside the kit)"
+
+    def _tag(self, out, part):
+        """Tag the autograd nodes ``out`` made (untagged ones, walking back) with ``part``."""
+        todo = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
+        while todo:
+            node = todo.pop()
+            if node is None or node in self.node_part:
+                continue
+            self.node_part[node] = part
+            todo.extend(n for n, _ in node.next_functions)
+
+    def count(self, func):
+        name = func.overloadpacket.__name__
+        if func.is_view or name in self.FREE:
+            return
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            row, col = self.node_part.get(node, "(untagged)"), "backward"
+        else:
+            row, col = self.part(), "forward"
+        self.rows[row][col] += 1
+        self.rows[row]["syncs"] += name in self.SYNCS
+        self.rows[row]["casts"] += name in self.CASTS
+
+    def table(self):
+        """DataFrame: a row per part (most operators first) and a ``total`` row."""
+        import pandas as pd
+
+        cols = ["forward", "backward", "syncs", "casts"]
+        df = pd.DataFrame.from_dict(self.rows, orient="index").reindex(columns=cols).fillna(0)
+        df = df.astype(int)
+        df = df.loc[(df.forward + df.backward).sort_values(ascending=False, kind="stable").index]
+        df.loc["total"] = df.sum()
+        df["all"] = df.forward + df.backward
+        return df
+
+    # -- context ----------------------------------------------------------------------------
+    def _leave(self, *_):  # a forward hook: returns None, so the module's output stays
+        self.module_parts.pop()
+
+    def __enter__(self):
+        self.hooks = []
+        for path, label in self.MODULES:
+            try:
+                mod = self.model.get_submodule(path)
+            except AttributeError:
+                continue
+            self.hooks.append(mod.register_forward_pre_hook(
+                lambda *_, label=label: self.module_parts.append(label)))
+            self.hooks.append(mod.register_forward_hook(self._leave))
+        self.modes = [_TagMode(self), _CountMode(self)]
+        for m in self.modes:
+            m.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for m in reversed(self.modes):
+            m.__exit__(*exc)
+        for h in self.hooks:
+            h.remove()
+        return False
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+class _TagMode(TorchFunctionMode):
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if torch.is_grad_enabled():
+            self.counter._tag(out, self.counter.part())
+        return out
+
+
+class _CountMode(TorchDispatchMode):
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counter.count(func)
         return func(*args, **(kwargs or {}))
 
 
@@ -307,6 +469,10 @@ def report(ver, train, ev) -> str:
         if "profile_calls_per_step" in train:
             lines.append("  profiled, calls per step: "
                          + format_calls(train["profile_calls_per_step"]))
+        if "ops_per_step" in train:
+            o = train["ops_per_step"]
+            lines.append(f"  operators per step: {o['all']} ({o['forward']} forward, "
+                         f"{o['backward']} backward), {o['syncs']} syncs, {o['casts']} casts")
     if ev:
         lines.append(f"evaluation, {ev['eval_model']}, {ev['eval_images']} validation scenes, "
                      f"batch {ev['eval_batch']}, {ev['eval_workers']} loader workers:")
@@ -323,8 +489,9 @@ def main(argv=None):
         if not os.path.exists(os.path.join(args.data, name)):
             raise SystemExit(f"error: {os.path.join(args.data, name)} does not exist; make the "
                              f"benchmark with python -m blade.data.synthetic --out {args.data}")
-    if args.steps == 0 and args.profile:
-        raise SystemExit("error: --profile profiles training steps: give --steps > 0")
+    if args.steps == 0 and (args.profile or args.count_ops):
+        raise SystemExit("error: --profile and --count-ops look at training steps: give "
+                         "--steps > 0")
     if args.steps == 0 and (args.eval_images == 0 or args.eval_checkpoint == "none"):
         raise SystemExit("error: --steps 0 measures only the evaluation: give --eval-images > 0 "
                          "and an --eval-checkpoint")

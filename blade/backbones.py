@@ -10,7 +10,7 @@
 
 Pretrained weights: ``pretrained=True`` loads them or raises a clear error saying how to get
 them; training from scratch is only ever ``pretrained=False``, never a silent fallback.
-BatchNorm layers of a pretrained backbone are frozen (``FrozenBatchNorm2d``), as detectron2 and
+BatchNorm layers of a pretrained backbone are frozen (``FrozenBN``), as detectron2 and
 torchvision do for detection with small batches.
 """
 
@@ -37,6 +37,45 @@ TF_MEAN, TF_STD = [127.0 / 255] * 3, [128.0 / 255] * 3  # EfficientNet-Lite: (x 
 
 class WeightsUnavailable(KitError, RuntimeError):
     """Pretrained weights were asked for but cannot be loaded here."""
+
+
+class FrozenBN(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers, same state dict, the same float32
+    numbers to the bit), made cheaper for a GPU step (issue 15):
+
+    * the affine ``scale = w / sqrt(var + eps)``, ``bias = b - mean * scale`` is computed once
+      and kept until a buffer changes (a new tensor, or one written in place, e.g. by
+      ``load_state_dict``): two operators per call instead of six;
+    * it is applied in the input's dtype (as detectron2's ``FrozenBatchNorm2d``): under float16
+      autocast the features stay float16, where torchvision's promotes them to float32 and
+      every following convolution casts them back (a copy of the activation each way).
+    """
+
+    def _compute(self, dtype):
+        scale = self.weight * (self.running_var + self.eps).rsqrt()  # as torchvision's, [C]
+        bias = self.bias - self.running_mean * scale
+        return scale.to(dtype).view(1, -1, 1, 1), bias.to(dtype).view(1, -1, 1, 1)
+
+    def _affine(self, dtype):
+        """(scale, bias) [1,C,1,1] in ``dtype``, recomputed only when a buffer changed."""
+        bufs = (self.weight, self.bias, self.running_mean, self.running_var)
+        cache = self.__dict__.get("_affine_cache")  # not a buffer: out of state_dict and .to()
+        if cache is None or cache[0] != dtype or any(
+                a is not t or v != t._version for (a, v), t in zip(cache[1], bufs)):
+            with torch.no_grad():
+                scale, bias = self._compute(dtype)
+            # the tensors themselves are kept in the key: a freed buffer's address can not be
+            # taken by a new one while the key holds it
+            cache = (dtype, tuple((t, t._version) for t in bufs), scale, bias)
+            self.__dict__["_affine_cache"] = cache
+        return cache[2], cache[3]
+
+    def forward(self, x):
+        if torch.compiler.is_compiling():  # no Python-side cache in a compiled graph
+            scale, bias = self._compute(x.dtype)
+        else:
+            scale, bias = self._affine(x.dtype)
+        return x * scale + bias
 
 
 # -- EfficientNet-Lite0 ---------------------------------------------------------------------------
@@ -133,10 +172,10 @@ def load_lite0_imagenet(model: EfficientNetLite0) -> None:
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by a FrozenBatchNorm2d with the same statistics."""
+    """Replace every BatchNorm2d by a FrozenBN with the same statistics."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FrozenBN(child.num_features, eps=child.eps)
             frozen.weight.copy_(child.weight.detach())
             frozen.bias.copy_(child.bias.detach())
             frozen.running_mean.copy_(child.running_mean)
@@ -183,13 +222,12 @@ def build_backbone(name: str, pretrained: bool, fpn_channels: int = 256,
     if name in ("resnet18", "resnet50"):
         from torchvision.models import ResNet18_Weights, ResNet50_Weights
         from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-        from torchvision.ops.misc import FrozenBatchNorm2d as Frozen
 
         weights = {"resnet18": ResNet18_Weights, "resnet50": ResNet50_Weights}[name].IMAGENET1K_V1
         try:
             backbone = resnet_fpn_backbone(
                 backbone_name=name, weights=weights if (pretrained and load_weights) else None,
-                norm_layer=Frozen if pretrained else nn.BatchNorm2d,  # as fcos_resnet50_fpn
+                norm_layer=FrozenBN if pretrained else nn.BatchNorm2d,  # as fcos_resnet50_fpn
                 trainable_layers=trainable_layers if pretrained else 5,
                 returned_layers=[2, 3, 4],
                 extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))

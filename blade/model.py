@@ -118,6 +118,43 @@ def fcos_candidates(anchors: torch.Tensor, boxes: torch.Tensor, num_per_level,
     return near & (dist.amin(2) > 0) & (reach > lower[None]) & (reach < upper[None])
 
 
+def fcos_match(anchors: torch.Tensor, boxes: list, num_per_level, radius: float = 1.5
+               ) -> torch.Tensor:
+    """[B, A] long: FCOS's training assignment for a whole batch, the instance each location
+    is matched to (-1: none); the same numbers as torchvision's ``FCOS.compute_loss``, which
+    runs it image by image (about 30 operators per image, each a kernel launch on a GPU;
+    this is one pass over the padded batch, issue 15).
+
+    anchors: [B, A, 4] (P3..P7 concatenated, one per location); boxes: per image [m_b, 4] xyxy.
+    The rule (method-notes 4.1): the location lies inside the box, within ``radius`` strides
+    of its centre, and the largest of its four distances to the box sides is in the level's
+    size range (4 s, 8 s) (0 below P3, infinity above P7); of several such boxes, the one with
+    the smallest area. Images are padded with the empty box (0, 0, 0, 0), which no location
+    lies strictly inside, so padding never matches.
+    """
+    B, A = anchors.shape[:2]
+    m = max((len(b) for b in boxes), default=0)
+    if m == 0:
+        return torch.full((B, A), -1, dtype=torch.long, device=anchors.device)
+    gt = torch.nn.utils.rnn.pad_sequence(list(boxes), batch_first=True)  # [B, m, 4]
+    centres = (anchors[..., :2] + anchors[..., 2:]) / 2  # [B, A, 2]
+    size = anchors[..., 2] - anchors[..., 0]  # [B, A]: the level's stride
+    gt_centres = (gt[..., :2] + gt[..., 2:]) / 2  # [B, m, 2]
+    match = (centres[:, :, None] - gt_centres[:, None]).abs_().amax(3) < radius * size[..., None]
+    x, y = centres[..., 0, None], centres[..., 1, None]  # [B, A, 1]
+    x0, y0, x1, y1 = (gt[:, None, :, i] for i in range(4))  # [B, 1, m]
+    dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=3)  # [B, A, m, 4]
+    match &= dist.amin(3) > 0
+    lower, upper = size * 4, size * 8
+    lower[:, :num_per_level[0]] = 0
+    upper[:, -num_per_level[-1]:] = float("inf")
+    reach = dist.amax(3)
+    match &= (reach > lower[..., None]) & (reach < upper[..., None])
+    area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])  # [B, m]
+    best, idx = (match.to(torch.float32) * (1e8 - area[:, None])).max(dim=2)  # smallest area
+    return idx.masked_fill(best < 1e-5, -1)
+
+
 def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     """[N,4] (x1, y1, x2, y2) scaled by Python numbers: no scale tensor copied from the host."""
     return torch.stack([boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy],
@@ -390,6 +427,13 @@ class BladeModel(FCOS):
         return rgb, valid
 
     # -- training ----------------------------------------------------------------------------
+    def compute_loss(self, targets, head_outputs, anchors, num_anchors_per_level):
+        """torchvision's ``FCOS.compute_loss`` with the assignment batched (:func:`fcos_match`):
+        the same matches and detection losses, fewer launches on a GPU."""
+        matched = fcos_match(torch.stack(anchors), [t["boxes"] for t in targets],
+                             num_anchors_per_level, self.center_sampling_radius)
+        return self.head.compute_loss(targets, head_outputs, anchors, list(matched.unbind(0)))
+
     def forward(self, images, targets=None, iteration: int = 0):
         """Training: ``targets`` are dataset items (``visible_boxes``, ``amodal_boxes``,
         ``labels``); returns ``(terms, weights)`` (detection + mask terms). Eval: ``predict``."""

@@ -36,7 +36,8 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--data",
            synthetic_dir, "--device", "cpu", "--preset", "smoke", "--steps", "2", "--warmup", "1",
            "--eval-images", "2", "--eval-batch", "2", "--json", str(out),
-           "--profile", str(tmp_path / "prof.txt"), "--profile-steps", "2"]
+           "--profile", str(tmp_path / "prof.txt"), "--profile-steps", "2",
+           "--count-ops", str(tmp_path / "ops.txt")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -56,6 +57,25 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     # per call, kept: on a CPU it makes the cost proportional to the kept edges) is one of them
     assert "== called from" in prof and "nonzero  " in prof and "blade/pairwise.py:" in prof
     assert row["profile_calls_per_step"].get("aten::nonzero", 0) > 0
+    # one more step under OpCounter: every operator by the part that called it, forward and
+    # backward; the total row adds up, and the edge selection's nonzero is a sync of its part
+    ops = pd.read_fwf(tmp_path / "ops.txt", skiprows=3, index_col=0)
+    assert {"backbone", "FCOS head", "mask branch", "pairwise.py:gather_edges", "total"} \
+        <= set(ops.index)
+    assert (ops.drop(index="total").sum() == ops.loc["total"]).all()
+    assert (ops["all"] == ops.forward + ops.backward).all()
+    assert ops.loc["pairwise.py:gather_edges", "syncs"] > 0 and ops.loc["backbone", "backward"] > 0
+    assert row["ops_per_step"] == {k: int(v) for k, v in ops.loc["total"].items()}
+    assert f"operators per step: {row['ops_per_step']['all']} (" in res.stdout
+    # the same step under float16 autocast on the CPU (--cpu-amp): the casts a GPU step has
+    amp = subprocess.run(cmd[:cmd.index("--eval-images")] + [
+        "--eval-images", "0", "--cpu-amp", "--amp", "fp16", "--json", str(out),
+        "--count-ops", str(tmp_path / "ops_amp.txt")], capture_output=True, text=True,
+        timeout=300, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert amp.returncode == 0, amp.stderr[-3000:]
+    row_amp = json.loads(out.read_text().splitlines()[-1])
+    assert row_amp["amp"] == "fp16" and "amp fp16" in (tmp_path / "ops_amp.txt").read_text()
+    assert row_amp["ops_per_step"]["casts"] > row["ops_per_step"]["casts"]
     bad = subprocess.run(cmd[:2] + ["--data", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "none/train.json does not exist" in bad.stderr
@@ -77,6 +97,9 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
     assert txt.count("profiled, calls per step") == 2
     for name in ("profile_paper.txt", "profile_cpu512.txt"):
         assert "== by self host time" in (tmp_path / "out" / name).read_text()
+    assert "operators of one training step by part" in (tmp_path / "out" / "ops_paper.txt"
+                                                         ).read_text()
+    assert txt.count("operators per step: ") == 1
     rows = [json.loads(x) for x in (tmp_path / "out" / "bench_gpu.jsonl").read_text().splitlines()]
     assert [r.get("channels_last") for r in rows[:4]] == [False, False, False, True]
     assert rows[-1]["eval_batch"] == 8 and rows[-1]["eval_workers"] == 4

@@ -402,3 +402,101 @@ def test_select_positives_by_hand():
     img, loc, gt = select_positives(m, torch.ones(2, 3), 4, first_gt=[0, 5], max_gt=5)
     assert img.tolist() == [0, 0, 1, 1] and loc.tolist() == [0, 1, 2, 0]
     assert gt.tolist() == [0, 4, 5, 6]
+
+
+def _random_frozen_pair(eps=1e-3):
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from blade.backbones import FrozenBN
+    ours, theirs = FrozenBN(6, eps=eps), FrozenBatchNorm2d(6, eps=eps)
+    g = torch.Generator().manual_seed(3)
+    for name in ("weight", "bias", "running_mean"):
+        value = torch.randn(6, generator=g)
+        getattr(ours, name).copy_(value)
+        getattr(theirs, name).copy_(value)
+    var = torch.rand(6, generator=g) + 0.05
+    ours.running_var.copy_(var)
+    theirs.running_var.copy_(var)
+    return ours, theirs
+
+
+def test_frozen_bn_is_torchvisions_to_the_bit_and_keeps_the_input_dtype():
+    """FrozenBN (issue 15) gives torchvision's FrozenBatchNorm2d's float32 numbers exactly,
+    with the same state dict (checkpoints load either way); a float16 input stays float16
+    (torchvision's promotes it to float32, which costs a cast before every conv under AMP)."""
+    ours, theirs = _random_frozen_pair()
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    assert torch.equal(ours(x), theirs(x))
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    y = ours(x.half())
+    assert y.dtype == torch.float16 and theirs(x.half()).dtype == torch.float32
+    assert torch.allclose(y.float(), theirs(x.half()), atol=1e-2, rtol=1e-2)
+    ours(x).sum().backward()  # the input's gradient flows; the buffers get none
+    assert x.grad is not None and not ours.weight.requires_grad
+    # the kit's pretrained backbones use it
+    body, _, _ = build_backbone("efficientnet_lite0", pretrained=True, load_weights=False)
+    assert sum(type(m).__name__ == "FrozenBN" for m in body.modules()) == 48  # stem + 2 + 15 x 3
+
+
+def test_frozen_bn_recomputes_its_affine_when_a_buffer_changes():
+    """The cached scale/bias follow load_state_dict, in-place writes and new tensors."""
+    ours, theirs = _random_frozen_pair()
+    x = torch.randn(1, 6, 3, 3)
+    ours(x)  # fills the cache
+    state = {k: v * 1.5 + 0.25 for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(state)
+    theirs.load_state_dict(state)
+    assert torch.equal(ours(x), theirs(x))
+    for m in (ours, theirs):
+        m.running_var.mul_(3.0)  # in place
+    assert torch.equal(ours(x), theirs(x))
+    ours.bias = theirs.bias = torch.full((6,), 0.5)  # a new tensor (as .to() makes)
+    assert torch.equal(ours(x), theirs(x))
+    ours_d, theirs_d = ours.double(), theirs.double()
+    assert torch.equal(ours_d(x.double()), theirs_d(x.double()))
+
+
+def _fcos_targets(g, n_images, size):
+    targets = []
+    for b in range(n_images):
+        k = int(torch.randint(0, 6, (), generator=g))
+        xy = torch.rand(k, 2, generator=g) * (size - 8)
+        wh = torch.rand(k, 2, generator=g) * size * 0.8 + 0.5
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], 1)
+        if b % 2:
+            boxes = boxes.round()  # integer boxes: ties in the distances
+        if k > 1 and b % 3 == 0:
+            boxes[1] = boxes[0]  # the same box twice: a tie in the area rule
+        targets.append({"boxes": boxes, "labels": torch.zeros(k, dtype=torch.long)})
+    return targets
+
+
+def test_batched_fcos_matching_equals_torchvisions_per_image_loop():
+    """BladeModel.compute_loss assigns locations with fcos_match, one pass for the batch:
+    the same matches and the same detection losses as torchvision's FCOS.compute_loss
+    (image by image), over random boxes with ties, duplicates and images without boxes."""
+    from torchvision.models.detection.fcos import FCOS
+
+    torch.manual_seed(0)
+    model = BladeModel(preset("smoke"), load_weights=False).train()
+    images_t, _ = model.transform([torch.rand(3, 128, 128) for _ in range(3)], None)
+    feats = list(model.backbone(images_t.tensors).values())
+    head_outputs = model.head(feats)
+    anchors = model.anchor_generator(images_t, feats)
+    n_per_level = [f.shape[-2] * f.shape[-1] for f in feats]
+    g = torch.Generator().manual_seed(1)
+    matched_any = 0
+    for trial in range(60):
+        targets = _fcos_targets(g, 3, 128)
+        if trial == 0:
+            for t in targets:  # a batch without any box
+                t["boxes"], t["labels"] = t["boxes"][:0], t["labels"][:0]
+        ref = FCOS.compute_loss(model, targets, head_outputs, anchors, n_per_level)
+        ref_idx = model.head.last_matched_idxs
+        out = model.compute_loss(targets, head_outputs, anchors, n_per_level)
+        for a, b in zip(ref_idx, model.head.last_matched_idxs):
+            assert a.dtype == b.dtype and torch.equal(a, b), trial
+            matched_any += int((a >= 0).sum())
+        for k in ref:
+            assert torch.equal(ref[k], out[k]), (trial, k)
+    assert matched_any > 100  # the trials did exercise matches, not only -1

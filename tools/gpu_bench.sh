@@ -11,8 +11,10 @@
 # none can be downloaded there) as the kit trains it (fp16 AMP, the preset's 2 loader workers),
 # then with more loader workers, cudnn.benchmark, channels-last and bf16; the `cpu` network on
 # the GPU; evaluation of the committed `cpu` checkpoint one image at a time and batched, with
-# loader workers; a torch.profiler trace of `paper` and `cpu512` steps. Output: $OUT/bench_gpu.txt (every report, with the command before it),
-# $OUT/bench_gpu.jsonl (one JSON line per setting), $OUT/log.txt (setup, tests), $OUT/profile_*.txt (tables by device and by host time). `quick`: a few
+# loader workers; a torch.profiler trace of `paper` and `cpu512` steps, and the operators of a
+# `paper` step by part (OpCounter). Output: $OUT/bench_gpu.txt (every report, with the command
+# before it), $OUT/bench_gpu.jsonl (one JSON line per setting), $OUT/log.txt (setup, tests),
+# $OUT/profile_*.txt (tables by device and by host time), $OUT/ops_paper.txt. `quick`: a few
 # steps of each, to check the script on a new machine in a few minutes; `check`: the script's
 # own test on a CPU (the smoke preset for every setting, no CUDA tests).
 set -uo pipefail
@@ -51,7 +53,7 @@ bench --preset $paper $train --workers 8 --cudnn-benchmark
 bench --preset $paper $train --workers 8 --cudnn-benchmark --channels-last
 bench --preset $paper $train --workers 8 --cudnn-benchmark --amp bf16
 bench --preset $paper --steps 1 --warmup $warm --eval-images 0 --workers 8 --cudnn-benchmark \
-  --profile "$out/profile_paper.txt"
+  --profile "$out/profile_paper.txt" --count-ops "$out/ops_paper.txt"
 bench --preset $cpu $train --workers 4
 bench --preset $cpu512 $train --workers 4 --profile "$out/profile_cpu512.txt"
 bench --steps 0 --eval-images "$images"
