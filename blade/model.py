@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead, FCOSRegressionHead
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
@@ -203,6 +204,27 @@ def select_positives(matched: torch.Tensor, score: torch.Tensor, topk_per_image:
     return img_idx, chosen % A, gt
 
 
+class CachedAnchorGenerator(AnchorGenerator):
+    """torchvision's ``AnchorGenerator`` that keeps its answer per padded batch shape: the
+    anchors depend only on it (and the feature sizes, dtype and device), so a batch of a shape
+    seen before reuses them instead of building them again (about 60 operators per step, each
+    a launch on a GPU; issue 15). The returned tensors are shared between calls: read them,
+    never write into them (nothing in torchvision's FCOS or the kit does)."""
+
+    MAX_SHAPES = 16  # multi-scale training sees a handful of padded shapes
+
+    def forward(self, image_list, feature_maps):
+        f = feature_maps[0]
+        key = (tuple(image_list.tensors.shape),
+               tuple(tuple(m.shape[-2:]) for m in feature_maps), f.dtype, f.device)
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        if key not in cache:
+            if len(cache) >= self.MAX_SHAPES:
+                cache.clear()
+            cache[key] = super().forward(image_list, feature_maps)
+        return list(cache[key])
+
+
 class ControllerRegressionHead(FCOSRegressionHead):
     """torchvision's regression head plus the controller conv on the same tower.
 
@@ -365,6 +387,8 @@ class BladeModel(FCOS):
                          score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
                          detections_per_img=cfg.detections_per_img)
         self.cfg = cfg
+        gen = self.anchor_generator  # FCOS's default: one anchor per location, 8-128 px
+        self.anchor_generator = CachedAnchorGenerator(gen.sizes, gen.aspect_ratios)
         self.mask_branch = MaskBranch(backbone.out_channels, cfg.mask_branch_channels,
                                       cfg.mask_out_channels, cfg.mask_branch_convs,
                                       cfg.mask_branch_norm)

@@ -500,3 +500,28 @@ def test_batched_fcos_matching_equals_torchvisions_per_image_loop():
         for k in ref:
             assert torch.equal(ref[k], out[k]), (trial, k)
     assert matched_any > 100  # the trials did exercise matches, not only -1
+
+
+def test_cached_anchors_equal_torchvisions_for_every_shape():
+    """The model's anchor generator returns torchvision's anchors, reused for a padded batch
+    shape seen before and built anew for another shape, batch size or dtype."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    model = BladeModel(preset("smoke"), load_weights=False)
+    gen = model.anchor_generator
+    ref = AnchorGenerator(gen.sizes, gen.aspect_ratios)
+    first = None
+    for shape in ((2, 3, 128, 128), (2, 3, 128, 256), (3, 3, 128, 128), (2, 3, 128, 128)):
+        for dtype in (torch.float32, torch.float64):
+            images = ImageList(torch.zeros(shape), [tuple(shape[-2:])] * shape[0])
+            feats = [torch.zeros(shape[0], 4, shape[2] // s, shape[3] // s, dtype=dtype)
+                     for s in (8, 16, 32, 64, 128)]
+            got, want = gen(images, feats), ref(images, feats)
+            assert len(got) == shape[0]
+            assert all(g.dtype == dtype and torch.equal(g, w) for g, w in zip(got, want))
+            if shape == (2, 3, 128, 128) and dtype == torch.float32:
+                if first is None:
+                    first = got
+                else:  # the same shape again: the same tensors, not new ones
+                    assert all(a is b for a, b in zip(first, got))
