@@ -3,7 +3,7 @@ computing, peak memory, and evaluation throughput, with the device and versions.
 
     python benchmarks/bench_gpu.py --data data/synthetic [--device cuda] [--preset paper]
         [--steps 30] [--warmup 5] [--batch N] [--workers N]
-        [--amp fp16|bf16|off] [--cudnn-benchmark] [--channels-last]
+        [--amp fp16|bf16|off] [--cudnn-benchmark] [--channels-last] [--compile PARTS]
         [--eval-images 100] [--eval-batch 8] [--eval-workers 4] [--no-coco] [--json FILE]
         [--profile FILE [--profile-steps 5]] [--count-ops FILE [--cpu-amp]]
 
@@ -21,7 +21,8 @@ encoded and scored by pycocotools), in images per second, by default with the co
 it). ``--eval-checkpoint none`` evaluates the network just trained for a few steps instead.
 
 Knobs that only this script sets, to measure before they become configuration: ``--amp bf16``
-(bfloat16 autocast without a grad scaler), ``--cudnn-benchmark``, ``--channels-last``. The
+(bfloat16 autocast without a grad scaler), ``--cudnn-benchmark``, ``--channels-last``,
+``--compile backbone,head,mask_branch`` (``torch.compile`` of those modules, in place). The
 network is the preset's own architecture (for ``paper``: frozen stem and batch norm, as with
 ImageNet weights) with no weights loaded: the lent GPU machines cannot download ResNet-50's,
 and the weights' values do not change the cost of a step.
@@ -60,6 +61,7 @@ from blade.config import preset  # noqa: E402
 from blade.utils import int_at_least, pick_device  # noqa: E402
 
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILABLE = {"backbone": "backbone", "head": "head", "mask_branch": "mask_branch"}  # name: module
 
 
 def parse_args(argv=None):
@@ -77,6 +79,11 @@ def parse_args(argv=None):
                    help="autocast on CUDA (the kit trains with fp16 + grad scaler); ignored on "
                         "the CPU")
     p.add_argument("--cudnn-benchmark", action="store_true")
+    p.add_argument("--compile", default="", help=(
+        "comma-separated parts to torch.compile in place (Module.compile: same state dict), "
+        "among " + ", ".join(COMPILABLE) + "; the warm-up steps take the compilation"))
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (the tests use aot_eager: no code generation)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--eval-images", type=int_at_least(0), default=100,
                    help="validation scenes for the evaluation throughput (0: skip it)")
@@ -101,6 +108,16 @@ def parse_args(argv=None):
         "on the CPU, train under autocast with --amp too (to count the casts a GPU step has; "
         "slow: CPUs have few half-precision kernels)"))
     return p.parse_args(argv)
+
+
+def compiled_parts(text: str) -> list:
+    """'backbone,head' -> ['backbone', 'head'], refusing names that are not parts."""
+    parts = [p for p in text.split(",") if p]
+    bad = [p for p in parts if p not in COMPILABLE]
+    if bad:
+        raise SystemExit(f"error: --compile {text}: unknown part(s) {bad}; choose from "
+                         f"{sorted(COMPILABLE)}")
+    return parts
 
 
 def sync(device):
@@ -151,6 +168,8 @@ def bench_train(args, device) -> tuple:
     model = BladeModel(cfg, load_weights=False).to(device).train()  # architecture, no download
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    for part in compiled_parts(args.compile):
+        model.get_submodule(COMPILABLE[part]).compile(backend=args.compile_backend)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay,
@@ -201,6 +220,7 @@ def bench_train(args, device) -> tuple:
     res = {"preset": args.preset, "backbone": cfg.backbone, "size": cfg.min_size,
            "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
            "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
+           "compile": args.compile or "off",
            "steps": args.steps, "step_s": statistics.median(total),
            "data_s": statistics.median(data_s), "compute_s": statistics.median(compute_s)}
     if device.type == "cuda":
@@ -456,7 +476,9 @@ def report(ver, train, ev) -> str:
         lines += [f"training, preset {train['preset']} ({train['backbone']}, {train['size']} px, "
                   f"batch {train['batch']}, {train['workers']} loader workers, amp "
                   f"{train['amp']}, cudnn.benchmark {train['cudnn_benchmark']}, channels_last "
-                  f"{train['channels_last']}): median of {train['steps']} steps",
+                  f"{train['channels_last']}"
+                  + (f", compiled {train['compile']}" if train.get("compile", "off") != "off"
+                     else "") + f"): median of {train['steps']} steps",
                   f"  step {train['step_s']:.4f} s (data wait {train['data_s']:.4f} s, compute "
                   f"{train['compute_s']:.4f} s; medians); 60k iterations: "
                   f"{60000 * train['step_s'] / 3600:.2f} h"]
@@ -485,6 +507,7 @@ def report(ver, train, ev) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    compiled_parts(args.compile)  # a misspelt part fails before any work
     for name in ("train.json", "train", "val.json", "val"):
         if not os.path.exists(os.path.join(args.data, name)):
             raise SystemExit(f"error: {os.path.join(args.data, name)} does not exist; make the "

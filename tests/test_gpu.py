@@ -76,9 +76,19 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
     row_amp = json.loads(out.read_text().splitlines()[-1])
     assert row_amp["amp"] == "fp16" and "amp fp16" in (tmp_path / "ops_amp.txt").read_text()
     assert row_amp["ops_per_step"]["casts"] > row["ops_per_step"]["casts"]
+    # --compile: the parts compiled in place (aot_eager here: tracing without code generation)
+    comp = subprocess.run(cmd[:cmd.index("--eval-images")] + [
+        "--eval-images", "0", "--compile", "backbone,head,mask_branch", "--compile-backend",
+        "aot_eager"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert comp.returncode == 0, comp.stderr[-3000:]
+    assert "compiled backbone,head,mask_branch)" in comp.stdout
     bad = subprocess.run(cmd[:2] + ["--data", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "none/train.json does not exist" in bad.stderr
+    typo = subprocess.run(cmd[:4] + ["--compile", "backbone,fpn"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert typo.returncode != 0 and "unknown part(s) ['fpn']" in typo.stderr
 
 
 def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_path):
@@ -92,7 +102,8 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr + (tmp_path / "out" / "log.txt").read_text()[-3000:]
     txt = (tmp_path / "out" / "bench_gpu.txt").read_text()
-    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 10
+    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 8
+    assert txt.count(", compiled backbone,head,mask_branch)") == 1
     assert "(failed" not in txt and txt.count("evaluation, ") == 2
     assert txt.count("profiled, calls per step") == 2
     for name in ("profile_paper.txt", "profile_cpu512.txt"):
@@ -101,7 +112,9 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
                                                          ).read_text()
     assert txt.count("operators per step: ") == 1
     rows = [json.loads(x) for x in (tmp_path / "out" / "bench_gpu.jsonl").read_text().splitlines()]
-    assert [r.get("channels_last") for r in rows[:4]] == [False, False, False, True]
+    assert [r.get("compile") for r in rows[:4]] == ["off", "off", "backbone,head,mask_branch",
+                                                    "off"]
+    assert [r.get("workers") for r in rows[1:4]] == [8, 8, 8]
     assert rows[-1]["eval_batch"] == 8 and rows[-1]["eval_workers"] == 4
     r = subprocess.run(["bash", script, "fast"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=60)

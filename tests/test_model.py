@@ -525,3 +525,16 @@ def test_cached_anchors_equal_torchvisions_for_every_shape():
                     first = got
                 else:  # the same shape again: the same tensors, not new ones
                     assert all(a is b for a, b in zip(first, got))
+
+
+def test_frozen_bn_traces_under_torch_compile():
+    """Compiled (dynamo + AOT autograd, no code generation: the ``aot_eager`` backend), FrozenBN
+    computes its affine inside the graph instead of through its Python-side cache, with the
+    same values and the input's gradient."""
+    ours, theirs = _random_frozen_pair()
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 6, 4, 4, requires_grad=True)
+    y = compiled(x)
+    assert torch.allclose(y, theirs(x), atol=1e-6) and "_affine_cache" not in ours.__dict__
+    y.sum().backward()
+    assert x.grad is not None

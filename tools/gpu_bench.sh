@@ -9,7 +9,9 @@
 # process each (so that each starts cold and alike): the `paper` preset (ResNet-50-FPN, 800 px,
 # batch 6; its pretrained architecture, frozen stem and batch norm, without loading weights:
 # none can be downloaded there) as the kit trains it (fp16 AMP, the preset's 2 loader workers),
-# then with more loader workers, cudnn.benchmark, channels-last and bf16; the `cpu` network on
+# then with more loader workers, then with torch.compile of the backbone, FCOS head and mask
+# branch (cudnn.benchmark, channels-last and bf16 were measured on 2026-11-25 and did not help;
+# results/bench_gpu.txt; they stay bench_gpu.py options); the `cpu` network on
 # the GPU; evaluation of the committed `cpu` checkpoint one image at a time and batched, with
 # loader workers; a torch.profiler trace of `paper` and `cpu512` steps, and the operators of a
 # `paper` step by part (OpCounter). Output: $OUT/bench_gpu.txt (every report, with the command
@@ -19,9 +21,10 @@
 # own test on a CPU (the smoke preset for every setting, no CUDA tests).
 set -uo pipefail
 steps=30 warm=5 images=100 paper=paper cpu=cpu cpu512=cpu512 device=cuda  # no silent CPU fallback
+backend=inductor  # torch.compile's code generation (Triton on the GPU)
 case "${1:-}" in
   quick) steps=3 warm=1 images=10 ;;
-  check) steps=1 warm=0 images=2 paper=smoke cpu=smoke cpu512=smoke device=cpu ;;
+  check) steps=1 warm=0 images=2 paper=smoke cpu=smoke cpu512=smoke device=cpu backend=aot_eager ;;
   "") ;;
   *) echo "error: unknown mode '$1' (quick, check or none)" >&2; exit 2 ;;
 esac
@@ -49,10 +52,9 @@ bench() {  # one setting: the command line, then its report
 train="--steps $steps --warmup $warm --eval-images 0"
 bench --preset $paper $train
 bench --preset $paper $train --workers 8
-bench --preset $paper $train --workers 8 --cudnn-benchmark
-bench --preset $paper $train --workers 8 --cudnn-benchmark --channels-last
-bench --preset $paper $train --workers 8 --cudnn-benchmark --amp bf16
-bench --preset $paper --steps 1 --warmup $warm --eval-images 0 --workers 8 --cudnn-benchmark \
+bench --preset $paper $train --workers 8 --compile backbone,head,mask_branch \
+  --compile-backend $backend
+bench --preset $paper --steps 1 --warmup $warm --eval-images 0 --workers 8 \
   --profile "$out/profile_paper.txt" --count-ops "$out/ops_paper.txt"
 bench --preset $cpu $train --workers 4
 bench --preset $cpu512 $train --workers 4 --profile "$out/profile_cpu512.txt"
