@@ -461,7 +461,8 @@ def bench_eval(args, device, trained) -> dict:
         res[f"eval_{name}_images_per_s"] = n / (time.perf_counter() - t)
     if not args.no_coco:
         t = time.perf_counter()
-        coco_ap(model, val, limit=n, class_agnostic=True, progress=False)
+        coco_ap(model, val, limit=n, class_agnostic=True, progress=False,
+                batch_size=args.eval_batch, workers=args.eval_workers)
         sync(device)
         res["coco_ap_images_per_s"] = n / (time.perf_counter() - t)
     return res

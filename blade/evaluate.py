@@ -292,6 +292,22 @@ class _Reading(torch.utils.data.Dataset):
         return item_or_error(self.dataset, i)
 
 
+def _chunks(dataset, n: int, batch_size: int, workers: int):
+    """Lists of ``batch_size`` consecutive items of the first ``n``, read by ``workers`` loader
+    processes (0: here); an item a worker could not read raises its own error here."""
+    for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    chunks = torch.utils.data.DataLoader(
+        _Reading(dataset, n), batch_size=batch_size, shuffle=False, collate_fn=list,
+        num_workers=workers, generator=torch.Generator())  # its seed: not from the global RNG
+    for items in chunks:
+        for item in items:
+            if isinstance(item, BaseException):  # a worker could not read an image
+                raise item
+        yield items
+
+
 def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = True,
                      test_box: str | None = None, prompts=PROMPTS, batch_size: int = 1,
                      workers: int = 0) -> dict:
@@ -309,19 +325,10 @@ def evaluate_prompts(model, dataset, limit: int | None = None, progress: bool = 
     import pandas as pd
     from tqdm.auto import tqdm
 
-    for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    chunks = torch.utils.data.DataLoader(
-        _Reading(dataset, n), batch_size=batch_size, shuffle=False, collate_fn=list,
-        num_workers=workers, generator=torch.Generator())  # its seed: not from the global RNG
     rows = {p: [] for p in prompts}
     with tqdm(total=n, desc="evaluate", disable=not progress) as bar:
-        for items in chunks:
-            for item in items:
-                if isinstance(item, BaseException):  # a worker could not read an image
-                    raise item
+        for items in _chunks(dataset, n, batch_size, workers):
             for answers in evaluate_items_prompts(model, items, test_box=test_box,
                                                   prompts=prompts):
                 for p, r in answers.items():
@@ -414,41 +421,63 @@ def bootstrap_levels(rows, value: str = "iou_amodal", n: int = 1000, seed: int =
 
 
 # -- COCO AP -------------------------------------------------------------------------------------
+def _coco_records(i, item, out, images, gts, dets):
+    """Append image ``i``'s COCO records: its entry, its ground truths (amodal and visible
+    masks, RLE) and the model's detections ``out`` (RLE, one pycocotools call per kind)."""
+    from .data.masks import encode, encode_many, rle_area, rle_box
+
+    h, w = item["image"].shape[-2:]
+    images.append({"id": i + 1, "height": int(h), "width": int(w)})
+    for kind in ("amodal", "visible"):
+        for k, m in enumerate(item[f"{kind}_masks"].numpy()):
+            if not m.any():
+                continue
+            rle = encode(m)
+            x1, y1, x2, y2 = rle_box(rle).tolist()
+            gts[kind].append({
+                "id": len(gts[kind]) + 1, "image_id": i + 1, "iscrowd": 0,
+                "category_id": int(item["labels"][k]) + 1, "area": float(rle_area(rle)),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": rle})
+    labels, scores = out["labels"].tolist(), out["scores"].tolist()
+    for kind, key in (("amodal", "masks"), ("visible", "visible")):
+        binary = (out[key] > 0.5).cpu().numpy()  # thresholded on the device: bools travel
+        for j, rle in enumerate(encode_many(binary)):  # one pycocotools call per image
+            dets[kind].append({"image_id": i + 1, "category_id": labels[j] + 1,
+                               "score": scores[j], "segmentation": rle})
+
+
 @torch.no_grad()
 def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, batch_size: int = 1, workers: int = 0) -> dict:
     """COCO mask AP / AP50 / AP75 of the amodal (fused) and visible masks, model run without
-    boxes. Returns ``{"amodal_AP": ..., "amodal_AP50": ..., ..., "visible_AP75": ...}``."""
+    boxes. Returns ``{"amodal_AP": ..., "amodal_AP50": ..., ..., "visible_AP75": ...}``.
+
+    ``batch_size``, ``workers`` as in :func:`evaluate_prompts`: images of equal size go
+    through the network together (for a GPU; the default 1 is the reference), the detections
+    are listed in image order either way."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     from tqdm.auto import tqdm
 
-    from .data.masks import encode, rle_area, rle_box
-
     n = len(dataset) if limit is None else min(limit, len(dataset))
     images, gts = [], {"amodal": [], "visible": []}
     dets = {"amodal": [], "visible": []}
-    for i in tqdm(range(n), desc="COCO AP", disable=not progress):
-        item = dataset[i]
-        h, w = item["image"].shape[-2:]
-        images.append({"id": i + 1, "height": int(h), "width": int(w)})
-        for kind in ("amodal", "visible"):
-            for k, m in enumerate(item[f"{kind}_masks"].numpy()):
-                if not m.any():
-                    continue
-                rle = encode(m)
-                x1, y1, x2, y2 = rle_box(rle).tolist()
-                gts[kind].append({
-                    "id": len(gts[kind]) + 1, "image_id": i + 1, "iscrowd": 0,
-                    "category_id": int(item["labels"][k]) + 1, "area": float(rle_area(rle)),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": rle})
-        out = predict_prompts_on_device(model, [item["image"]], prompts=("box",))["box"][0]
-        labels, scores = out["labels"].tolist(), out["scores"].tolist()
-        for kind, key in (("amodal", "masks"), ("visible", "visible")):
-            binary = (out[key] > 0.5).cpu().numpy()  # thresholded on the device: bools travel
-            for j in range(len(scores)):
-                dets[kind].append({"image_id": i + 1, "category_id": labels[j] + 1,
-                                   "score": scores[j], "segmentation": encode(binary[j])})
+    i = 0  # the image's index; its COCO id is i + 1
+    with tqdm(total=n, desc="COCO AP", disable=not progress) as bar:
+        for items in _chunks(dataset, n, batch_size, workers):
+            outs = [None] * len(items)
+            groups = {}  # image size -> items, in order: equal sizes go through together
+            for b, item in enumerate(items):
+                groups.setdefault(tuple(item["image"].shape[-2:]), []).append(b)
+            for run in groups.values():
+                answers = predict_prompts_on_device(model, [items[b]["image"] for b in run],
+                                                    prompts=("box",))["box"]
+                for b, out in zip(run, answers):
+                    outs[b] = out
+            for item, out in zip(items, outs):
+                _coco_records(i, item, out, images, gts, dets)
+                i += 1
+            bar.update(len(items))
     n_cls = int(getattr(getattr(model, "cfg", None), "num_classes", 0)) or 1
     categories = [{"id": c + 1, "name": str(c)} for c in range(max(n_cls, 1 + max(
         [a["category_id"] for a in gts["amodal"]] + [0])))]
@@ -524,7 +553,7 @@ def run(checkpoint: str, ann: str, images: str, out: str, schema: str = "auto",
                "wrong_instance_rate": float(rows["wrong_instance"].mean())}
     if coco:
         metrics.update(coco_ap(model, dataset, limit=limit, class_agnostic=class_agnostic,
-                               progress=progress))
+                               progress=progress, batch_size=batch_size, workers=workers))
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     return {"levels": levels, "cells": cells, "metrics": metrics, "rows": rows}

@@ -194,3 +194,15 @@ def test_image_size_mismatch_is_reported(tmp_path, fixtures_dir):
     ds = AmodalDataset(path, str(tmp_path))
     with pytest.raises(AnnotationError, match=r"img2.png .* is 48x40, the annotations say 48x41"):
         ds[1]
+
+
+def test_encode_many_equals_one_encode_per_mask():
+    """encode_many (COCO AP's one call per image) gives each mask's RLE as encode does, in
+    order, for empty, full, random and non-square masks, and nothing for no masks."""
+    rng = np.random.default_rng(0)
+    masks = rng.random((5, 7, 11)) > 0.5
+    masks[0] = False
+    masks[1] = True
+    assert M.encode_many(masks) == [M.encode(m) for m in masks]
+    assert M.encode_many(masks.astype(np.uint8)[2:3]) == [M.encode(masks[2])]
+    assert M.encode_many(np.zeros((0, 7, 11), dtype=bool)) == []
