@@ -84,6 +84,9 @@ def parse_args(argv=None):
         "among " + ", ".join(COMPILABLE) + "; the warm-up steps take the compilation"))
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend (the tests use aot_eager: no code generation)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode (reduce-overhead: CUDA graphs of the compiled parts)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--eval-images", type=int_at_least(0), default=100,
                    help="validation scenes for the evaluation throughput (0: skip it)")
@@ -169,7 +172,9 @@ def bench_train(args, device) -> tuple:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     for part in compiled_parts(args.compile):
-        model.get_submodule(COMPILABLE[part]).compile(backend=args.compile_backend)
+        model.get_submodule(COMPILABLE[part]).compile(
+            backend=args.compile_backend,
+            mode=None if args.compile_mode == "default" else args.compile_mode)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay,
@@ -221,6 +226,7 @@ def bench_train(args, device) -> tuple:
            "batch": cfg.batch_size, "workers": cfg.workers, "amp": args.amp if use_amp else "off",
            "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
            "compile": args.compile or "off",
+           "compile_mode": args.compile_mode if args.compile else "off",
            "steps": args.steps, "step_s": statistics.median(total),
            "data_s": statistics.median(data_s), "compute_s": statistics.median(compute_s)}
     if device.type == "cuda":
@@ -478,8 +484,9 @@ def report(ver, train, ev) -> str:
                   f"batch {train['batch']}, {train['workers']} loader workers, amp "
                   f"{train['amp']}, cudnn.benchmark {train['cudnn_benchmark']}, channels_last "
                   f"{train['channels_last']}"
-                  + (f", compiled {train['compile']}" if train.get("compile", "off") != "off"
-                     else "") + f"): median of {train['steps']} steps",
+                  + (f", compiled {train['compile']} ({train['compile_mode']})"
+                     if train.get("compile", "off") != "off" else "")
+                  + f"): median of {train['steps']} steps",
                   f"  step {train['step_s']:.4f} s (data wait {train['data_s']:.4f} s, compute "
                   f"{train['compute_s']:.4f} s; medians); 60k iterations: "
                   f"{60000 * train['step_s'] / 3600:.2f} h"]

@@ -82,7 +82,7 @@ def test_gpu_benchmark_runs_on_the_cpu_and_reports_its_parts(synthetic_dir, tmp_
         "aot_eager"], capture_output=True, text=True, timeout=300, cwd=ROOT,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert comp.returncode == 0, comp.stderr[-3000:]
-    assert "compiled backbone,head,mask_branch)" in comp.stdout
+    assert "compiled backbone,head,mask_branch (default))" in comp.stdout
     bad = subprocess.run(cmd[:2] + ["--data", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0 and "none/train.json does not exist" in bad.stderr
@@ -102,9 +102,9 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr + (tmp_path / "out" / "log.txt").read_text()[-3000:]
     txt = (tmp_path / "out" / "bench_gpu.txt").read_text()
-    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 8
-    assert txt.count(", compiled backbone,head,mask_branch)") == 1
-    assert "(failed" not in txt and txt.count("evaluation, ") == 2
+    assert txt.count("$ python benchmarks/bench_gpu.py") == txt.count("device: ") == 7
+    assert txt.count(", compiled backbone,head,mask_branch (") == 2
+    assert "(failed" not in txt and txt.count("evaluation, ") == 1
     assert txt.count("profiled, calls per step") == 2
     for name in ("profile_paper.txt", "profile_cpu512.txt"):
         assert "== by self host time" in (tmp_path / "out" / name).read_text()
@@ -112,10 +112,10 @@ def test_gpu_bench_script_runs_every_setting_in_check_mode(synthetic_dir, tmp_pa
                                                          ).read_text()
     assert txt.count("operators per step: ") == 1
     rows = [json.loads(x) for x in (tmp_path / "out" / "bench_gpu.jsonl").read_text().splitlines()]
-    assert [r.get("compile") for r in rows[:4]] == ["off", "off", "backbone,head,mask_branch",
-                                                    "off"]
-    assert [r.get("workers") for r in rows[1:4]] == [8, 8, 8]
-    assert rows[-1]["eval_batch"] == 8 and rows[-1]["eval_workers"] == 4
+    assert [r.get("compile_mode") for r in rows] == ["off", "off", "off", None, "off",
+                                                     "default", "reduce-overhead"]
+    assert [r.get("workers") for r in rows[1:3]] == [8, 8]
+    assert rows[3]["eval_batch"] == 8 and rows[3]["eval_workers"] == 4
     r = subprocess.run(["bash", script, "fast"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "unknown mode 'fast'" in r.stderr
