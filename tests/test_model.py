@@ -538,3 +538,39 @@ def test_frozen_bn_traces_under_torch_compile():
     assert torch.allclose(y, theirs(x), atol=1e-6) and "_affine_cache" not in ours.__dict__
     y.sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("min_size", [(800,), (640, 672, 704, 736, 768, 800)])
+@pytest.mark.parametrize("train", [True, False])
+def test_batched_transform_equals_torchvisions_image_by_image(min_size, train):
+    """The model's transform (one batch per image shape and drawn size) gives torchvision's
+    GeneralizedRCNNTransform's padded batch, image sizes and resized boxes to the bit, and
+    leaves the random state where torchvision leaves it (one draw per image), for one shape,
+    a shape needing padding, mixed shapes, with targets (an image without boxes among them)
+    and without."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from blade.model import BatchedTransform
+    kw = dict(min_size=min_size, max_size=1333, image_mean=[0.485, 0.456, 0.406],
+              image_std=[0.229, 0.224, 0.225])
+    for shapes in ([(3, 256, 256)] * 3, [(3, 250, 370)] * 2,
+                   [(3, 256, 256), (3, 200, 300), (3, 256, 256)]):
+        g = torch.Generator().manual_seed(len(shapes))
+        images = [torch.rand(s, generator=g) for s in shapes]
+        targets = [{"boxes": torch.rand(k, 4, generator=g) * 100
+                    + torch.tensor([0.0, 0.0, 100.0, 100.0]),
+                    "labels": torch.zeros(k, dtype=torch.long)} for k in (2, 0, 3)[:len(shapes)]]
+        for tg in (targets, None):
+            out = []
+            for cls in (GeneralizedRCNNTransform, BatchedTransform):
+                t = cls(**kw).train(train)
+                torch.manual_seed(0)
+                images_t, tg_t = t(images, tg)
+                out.append((images_t, tg_t, torch.get_rng_state()))
+            (a, ta, ra), (b, tb, rb) = out
+            assert torch.equal(a.tensors, b.tensors) and a.image_sizes == b.image_sizes
+            assert torch.equal(ra, rb)
+            if tg is not None:
+                assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb))
+                assert all(x["labels"] is y["labels"] for x, y in zip(ta, tb))
+                assert tg[0]["boxes"].shape == (2, 4)  # the caller's targets are not changed
