@@ -574,3 +574,15 @@ def test_batched_transform_equals_torchvisions_image_by_image(min_size, train):
                 assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb))
                 assert all(x["labels"] is y["labels"] for x, y in zip(ta, tb))
                 assert tg[0]["boxes"].shape == (2, 4)  # the caller's targets are not changed
+
+
+def test_batch_box_scaling_equals_image_by_image():
+    """scale_batch_boxes: one scaling when every image was resized alike, per image
+    otherwise; either way the numbers of scale_boxes image by image, in image order."""
+    from blade.model import scale_batch_boxes, scale_boxes
+
+    g = torch.Generator().manual_seed(0)
+    boxes = [torch.rand(k, 4, generator=g) * 300 for k in (3, 0, 2)]
+    for factors in ([(800 / 256, 800 / 256)] * 3, [(3.125, 3.1171875), (2.0, 2.0), (1.5, 1.25)]):
+        want = torch.cat([scale_boxes(b, sx, sy) for b, (sx, sy) in zip(boxes, factors)])
+        assert torch.equal(scale_batch_boxes(boxes, factors), want)
