@@ -61,7 +61,7 @@ from blade.config import preset  # noqa: E402
 from blade.utils import int_at_least, pick_device  # noqa: E402
 
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
-COMPILABLE = {"backbone": "backbone", "head": "head", "mask_branch": "mask_branch"}  # name: module
+COMPILABLE = ("backbone", "head", "mask_branch")  # the model's modules --compile may name
 
 
 def parse_args(argv=None):
@@ -172,7 +172,7 @@ def bench_train(args, device) -> tuple:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     for part in compiled_parts(args.compile):
-        model.get_submodule(COMPILABLE[part]).compile(
+        model.get_submodule(part).compile(
             backend=args.compile_backend,
             mode=None if args.compile_mode == "default" else args.compile_mode)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -516,6 +516,9 @@ def report(ver, train, ev) -> str:
 def main(argv=None):
     args = parse_args(argv)
     compiled_parts(args.compile)  # a misspelt part fails before any work
+    if args.compile and args.count_ops:
+        raise SystemExit("error: --count-ops counts the eager step's operators; run it without "
+                         "--compile (a compiled part is one graph, not its operators)")
     for name in ("train.json", "train", "val.json", "val"):
         if not os.path.exists(os.path.join(args.data, name)):
             raise SystemExit(f"error: {os.path.join(args.data, name)} does not exist; make the "
