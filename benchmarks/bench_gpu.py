@@ -31,7 +31,9 @@ Operators per step (``--count-ops``, ``OpCounter``): one more step with every op
 dispatches counted by the part of the network that called it, forward and backward apart. On a
 GPU each is at least one kernel launch, and a host-bound step's time follows them, so this
 count is the measure of issue 15's host work that a CPU can take (``results/bench_ops.txt``);
-``--cpu-amp`` trains that step under autocast on the CPU too, to count the casts a GPU step has.
+``--cpu-amp`` trains that step under autocast on the CPU too, to count casts. CPU autocast
+keeps some operators in half precision that CUDA's runs in float32 (group_norm among them),
+so a GPU step has more casts than this count: a lower bound.
 
 It runs on any device (the tests run it on the CPU with the ``smoke`` preset); only numbers
 from a GPU machine answer issue 15, quoted with the device line this script prints.
@@ -108,8 +110,8 @@ def parse_args(argv=None):
         "operators a step calls (each a kernel launch on a GPU), by part of the network and "
         "forward / backward, with the syncs and casts among them; runs on any device"))
     p.add_argument("--cpu-amp", action="store_true", help=(
-        "on the CPU, train under autocast with --amp too (to count the casts a GPU step has; "
-        "slow: CPUs have few half-precision kernels)"))
+        "on the CPU, train under autocast with --amp too (to count casts: a lower bound for a "
+        "GPU step, whose autocast keeps more operators in float32; slow on a CPU)"))
     return p.parse_args(argv)
 
 
@@ -301,7 +303,9 @@ class OpCounter:
     SYNCS = ("nonzero", "_local_scalar_dense")  # the host waits for the device
     CASTS = ("_to_copy",)
     LEGEND = ("columns: operators launched in the forward / backward pass; syncs: nonzero and "
-              "reads of a value (the host waits for the device); casts: dtype/device copies")
+              "reads of a value (the host waits for the device; reads of host tensors, e.g. "
+              "the transform's random size, count too but wait for nothing); casts: dtype/"
+              "device copies")
 
     def __init__(self, model):
         self.model = model

@@ -45,7 +45,10 @@ class FrozenBN(FrozenBatchNorm2d):
 
     * the affine ``scale = w / sqrt(var + eps)``, ``bias = b - mean * scale`` is computed once
       and kept until a buffer changes (a new tensor, or one written in place, e.g. by
-      ``load_state_dict``): two operators per call instead of six;
+      ``load_state_dict``): two operators per call instead of seven. A write through
+      ``.data`` bypasses the version counter: call :meth:`reset` after one. Under
+      ``torch.inference_mode`` nothing is cached (inference tensors have no version and
+      cannot be saved for a later backward);
     * it is applied in the input's dtype (as detectron2's ``FrozenBatchNorm2d``): under float16
       autocast the features stay float16, where torchvision's promotes them to float32 and
       every following convolution casts them back (a copy of the activation each way).
@@ -70,8 +73,15 @@ class FrozenBN(FrozenBatchNorm2d):
             self.__dict__["_affine_cache"] = cache
         return cache[2], cache[3]
 
+    def reset(self):
+        """Forget the cached affine (after writing a buffer through ``.data``)."""
+        self.__dict__.pop("_affine_cache", None)
+
     def forward(self, x):
-        if torch.compiler.is_compiling():  # no Python-side cache in a compiled graph
+        if (torch.compiler.is_compiling()  # no Python-side cache in a compiled graph
+                or torch.is_inference_mode_enabled()
+                or any(t.is_inference() for t in (self.weight, self.bias, self.running_mean,
+                                                  self.running_var))):
             scale, bias = self._compute(x.dtype)
         else:
             scale, bias = self._affine(x.dtype)

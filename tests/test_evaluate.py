@@ -484,3 +484,28 @@ def test_batched_coco_ap_with_loader_workers_equals_one_image_at_a_time(syntheti
         assert many[k] == pytest.approx(v, abs=1e-3), k
     with pytest.raises(ValueError, match="batch_size must be an integer"):
         coco_ap(model, val, limit=2, progress=False, batch_size=0)
+    # images of two sizes in one batch: grouped by size through the network, the detections
+    # still listed in image order
+    mixed = _Cropped(val)
+    one = coco_ap(model, mixed, limit=5, class_agnostic=True, progress=False)
+    many = coco_ap(model, mixed, limit=5, class_agnostic=True, progress=False, batch_size=5)
+    assert one["amodal_AP50"] > 0
+    for k, v in one.items():
+        assert many[k] == pytest.approx(v, abs=1e-3), k
+
+
+class _Cropped:
+    """The odd items of a dataset cropped to their top 192 rows (image and masks)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        if i % 2:
+            for k in ("image", "amodal_masks", "visible_masks"):
+                item[k] = item[k][..., :192, :].contiguous()
+        return item

@@ -454,6 +454,28 @@ def test_frozen_bn_recomputes_its_affine_when_a_buffer_changes():
     assert torch.equal(ours(x), theirs(x))
     ours_d, theirs_d = ours.double(), theirs.double()
     assert torch.equal(ours_d(x.double()), theirs_d(x.double()))
+    with torch.no_grad():  # through .data the version counter does not move: reset() it
+        ours.running_mean.data.add_(1.0)
+        theirs.running_mean.data.add_(1.0)
+    ours.reset()
+    assert torch.equal(ours(x.double()), theirs(x.double()))
+
+
+def test_frozen_bn_caches_nothing_under_inference_mode():
+    """Under torch.inference_mode FrozenBN computes its affine without caching it, so a later
+    training forward can still be differentiated, and buffers made under inference mode (no
+    version counter) work too."""
+    ours, theirs = _random_frozen_pair()
+    x = torch.randn(1, 6, 3, 3)
+    with torch.inference_mode():
+        assert torch.equal(ours(x), theirs(x))
+    assert "_affine_cache" not in ours.__dict__
+    y = torch.randn(1, 6, 3, 3, requires_grad=True)
+    ours(y).sum().backward()  # would fail on an inference-mode cache
+    assert y.grad is not None
+    with torch.inference_mode():
+        inf = _random_frozen_pair()[0].to(torch.float64)  # buffers are inference tensors
+    assert torch.equal(inf(x.double()), theirs.double()(x.double()))
 
 
 def _fcos_targets(g, n_images, size):
@@ -525,6 +547,12 @@ def test_cached_anchors_equal_torchvisions_for_every_shape():
                     first = got
                 else:  # the same shape again: the same tensors, not new ones
                     assert all(a is b for a, b in zip(first, got))
+    gen.MAX_SHAPES = 2  # least recently used shapes go first
+    gen._anchor_cache.clear()
+    for w in (128, 256, 128, 384):  # 128 used again: 256 is the least recently used
+        images = ImageList(torch.zeros(1, 3, 128, w), [(128, w)])
+        gen(images, [torch.zeros(1, 4, 128 // s, w // s) for s in (8, 16, 32, 64, 128)])
+    assert [k[0][-1] for k in gen._anchor_cache] == [128, 384]
 
 
 def test_frozen_bn_traces_under_torch_compile():
@@ -546,14 +574,14 @@ def test_batched_transform_equals_torchvisions_image_by_image(min_size, train):
     """The model's transform (one batch per image shape and drawn size) gives torchvision's
     GeneralizedRCNNTransform's padded batch, image sizes and resized boxes to the bit, and
     leaves the random state where torchvision leaves it (one draw per image), for one shape,
-    a shape needing padding, mixed shapes, with targets (an image without boxes among them)
-    and without."""
+    shapes whose resized width needs padding (256x300 -> 800x937 -> 960 at 800 px), mixed
+    shapes, with targets (an image without boxes among them) and without."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     from blade.model import BatchedTransform
     kw = dict(min_size=min_size, max_size=1333, image_mean=[0.485, 0.456, 0.406],
               image_std=[0.229, 0.224, 0.225])
-    for shapes in ([(3, 256, 256)] * 3, [(3, 250, 370)] * 2,
+    for shapes in ([(3, 256, 256)] * 3, [(3, 250, 370)] * 2, [(3, 256, 300)] * 2,
                    [(3, 256, 256), (3, 200, 300), (3, 256, 256)]):
         g = torch.Generator().manual_seed(len(shapes))
         images = [torch.rand(s, generator=g) for s in shapes]
@@ -573,7 +601,9 @@ def test_batched_transform_equals_torchvisions_image_by_image(min_size, train):
             if tg is not None:
                 assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb))
                 assert all(x["labels"] is y["labels"] for x, y in zip(ta, tb))
-                assert tg[0]["boxes"].shape == (2, 4)  # the caller's targets are not changed
+                assert tg[0]["boxes"] is targets[0]["boxes"]  # the caller's dicts are kept
+            if shapes[0] == (3, 256, 300) and len(min_size) == 1:
+                assert b.tensors.shape[-1] == 960 and b.image_sizes[0][1] == 937  # padded
 
 
 def test_batch_box_scaling_equals_image_by_image():

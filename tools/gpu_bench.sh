@@ -50,7 +50,7 @@ if [ "${1:-}" != check ]; then
 fi
 bench() {  # one setting: the command line, then its report; at most $each seconds
   echo "\$ python benchmarks/bench_gpu.py $*" >>"$txt"
-  PYTHONUNBUFFERED=1 timeout "$each" $PY benchmarks/bench_gpu.py --data "$data" \
+  PYTHONUNBUFFERED=1 timeout -k 10 "$each" $PY benchmarks/bench_gpu.py --data "$data" \
     --device "$device" --json "$jsonl" "$@" >>"$txt" 2>>"$log" \
     || { echo "  (failed or cut after $each s: see log.txt)" >>"$txt"; status=1; }
 }
