@@ -184,21 +184,34 @@ def evaluate_items_prompts(model, items: list, threshold: float = 0.5,
     test_box = test_box or test_box_kind(model)
     keeps = [item["evaluated"].nonzero().flatten() for item in items]
     results = [{p: [] for p in prompts} for _ in items]
-    groups = {}  # image size -> indices of the items with evaluated objects, in order
-    for i, keep in enumerate(keeps):
-        if len(keep):
-            groups.setdefault(tuple(items[i]["image"].shape[-2:]), []).append(i)
+    run = [i for i, keep in enumerate(keeps) if len(keep)]  # items with evaluated objects
+    answers = predict_by_size(model, [items[i]["image"] for i in run],
+                              [items[i][f"{test_box}_boxes"][keeps[i]] for i in run], prompts)
+    for i, out in zip(run, answers):
+        dev = out[prompts[0]]["masks"].device
+        gt = {k: items[i][k].to(dev) for k in ("amodal_masks", "visible_masks")}
+        for p in prompts:
+            results[i][p] = _object_rows(items[i], gt, keeps[i], out[p], threshold, test_box,
+                                         p)
+    return results
+
+
+def predict_by_size(model, images: list, boxes=None, prompts=PROMPTS) -> list:
+    """One ``{prompt: answer}`` per image, in order, the images of equal size run through the
+    network together (padding a smaller image to a larger one's size would change what the
+    group-normalised heads see); ``boxes``: one [k,4] tensor per image, or None."""
+    prompts = check_prompts(prompts)
+    groups = {}  # image size -> indices, in order
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[-2:]), []).append(i)
+    answers = [None] * len(images)
     for run in groups.values():
-        outs = predict_prompts_on_device(model, [items[i]["image"] for i in run],
-                                         [items[i][f"{test_box}_boxes"][keeps[i]] for i in run],
+        outs = predict_prompts_on_device(model, [images[i] for i in run],
+                                         None if boxes is None else [boxes[i] for i in run],
                                          prompts)
         for b, i in enumerate(run):
-            dev = outs[prompts[0]][b]["masks"].device
-            gt = {k: items[i][k].to(dev) for k in ("amodal_masks", "visible_masks")}
-            for p in prompts:
-                results[i][p] = _object_rows(items[i], gt, keeps[i], outs[p][b], threshold,
-                                             test_box, p)
-    return results
+            answers[i] = {p: outs[p][b] for p in prompts}
+    return answers
 
 
 def _object_rows(item, gt, keep, out, threshold, test_box, prompt) -> list:
@@ -465,17 +478,10 @@ def coco_ap(model, dataset, limit: int | None = None, class_agnostic: bool = Fal
     i = 0  # the image's index; its COCO id is i + 1
     with tqdm(total=n, desc="COCO AP", disable=not progress) as bar:
         for items in _chunks(dataset, n, batch_size, workers):
-            outs = [None] * len(items)
-            groups = {}  # image size -> items, in order: equal sizes go through together
-            for b, item in enumerate(items):
-                groups.setdefault(tuple(item["image"].shape[-2:]), []).append(b)
-            for run in groups.values():
-                answers = predict_prompts_on_device(model, [items[b]["image"] for b in run],
-                                                    prompts=("box",))["box"]
-                for b, out in zip(run, answers):
-                    outs[b] = out
-            for item, out in zip(items, outs):
-                _coco_records(i, item, out, images, gts, dets)
+            answers = predict_by_size(model, [item["image"] for item in items],
+                                      prompts=("box",))
+            for item, out in zip(items, answers):
+                _coco_records(i, item, out["box"], images, gts, dets)
                 i += 1
             bar.update(len(items))
     n_cls = int(getattr(getattr(model, "cfg", None), "num_classes", 0)) or 1

@@ -103,29 +103,32 @@ def stride_sample_masks(masks: torch.Tensor, size, padded, stride: int) -> torch
 
 def fcos_candidates(anchors: torch.Tensor, boxes: torch.Tensor, num_per_level,
                     radius: float = 1.5) -> torch.Tensor:
-    """[k, A] bool: the locations FCOS training would make positive for each box *alone*.
+    """[..., k, A] bool: the locations FCOS training would make positive for each box *alone*.
 
-    anchors: [A,4] one image's anchors (P3..P7 concatenated, one per location); boxes: [k,4]
-    xyxy in the same (resized) pixels; ``num_per_level``: locations per level. The rule is
-    torchvision's ``FCOS.compute_loss`` (method-notes 4.1): the location's centre lies inside
-    the box and within ``radius`` strides of the box centre (centre sampling), and the largest
-    of its four distances to the box sides is in the level's size range (4 s, 8 s), open at
-    both ends, 0 below P3 and infinity above P7. Each box is taken alone: the training rule's
-    "smallest box wins" between overlapping boxes is not applied, so the answer to one box does
-    not depend on which other boxes are asked about.
+    anchors: [..., A, 4] anchors (P3..P7 concatenated, one per location); boxes: [..., k, 4]
+    xyxy in the same (resized) pixels, with the same leading (batch) dimensions or none;
+    ``num_per_level``: locations per level. The rule is torchvision's ``FCOS.compute_loss``
+    (method-notes 4.1): the location's centre lies inside the box and within ``radius``
+    strides of the box centre (centre sampling), and the largest of its four distances to the
+    box sides is in the level's size range (4 s, 8 s), open at both ends, 0 below P3 and
+    infinity above P7. Each box is taken alone: the training rule's "smallest box wins"
+    between overlapping boxes is :func:`fcos_match`'s, so the answer to one box does not
+    depend on which other boxes are asked about.
     """
-    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [A,2]
-    size = anchors[:, 2] - anchors[:, 0]  # [A] = the level's stride
-    mid = (boxes[:, :2] + boxes[:, 2:]) / 2  # [k,2]
-    near = (centres[None] - mid[:, None]).abs().amax(2) < radius * size[None]  # [k,A]
-    x, y = centres[:, 0][None], centres[:, 1][None]  # [1,A]
-    x0, y0, x1, y1 = (boxes[:, i, None] for i in range(4))  # [k,1] each
-    dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=2)  # [k,A,4]
+    centres = (anchors[..., :2] + anchors[..., 2:]) / 2  # [...,A,2]
+    size = anchors[..., 2] - anchors[..., 0]  # [...,A] = the level's stride
+    mid = (boxes[..., :2] + boxes[..., 2:]) / 2  # [...,k,2]
+    near = ((centres[..., None, :, :] - mid[..., :, None, :]).abs().amax(-1)
+            < radius * size[..., None, :])  # [...,k,A]
+    x, y = centres[..., None, :, 0], centres[..., None, :, 1]  # [...,1,A]
+    x0, y0, x1, y1 = (boxes[..., :, i, None] for i in range(4))  # [...,k,1] each
+    dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)  # [...,k,A,4]
     lower, upper = size * 4, size * 8
-    lower[:num_per_level[0]] = 0
-    upper[-num_per_level[-1]:] = float("inf")
-    reach = dist.amax(2)
-    return near & (dist.amin(2) > 0) & (reach > lower[None]) & (reach < upper[None])
+    lower[..., :num_per_level[0]] = 0
+    upper[..., -num_per_level[-1]:] = float("inf")
+    reach = dist.amax(-1)
+    return (near & (dist.amin(-1) > 0) & (reach > lower[..., None, :])
+            & (reach < upper[..., None, :]))
 
 
 def fcos_match(anchors: torch.Tensor, boxes: list, num_per_level, radius: float = 1.5
@@ -135,36 +138,22 @@ def fcos_match(anchors: torch.Tensor, boxes: list, num_per_level, radius: float 
     runs it image by image (about 30 operators per image, each a kernel launch on a GPU;
     this is one pass over the padded batch, issue 15).
 
-    anchors: [B, A, 4] (P3..P7 concatenated, one per location); boxes: per image [m_b, 4] xyxy.
-    The rule (method-notes 4.1): the location lies inside the box, within ``radius`` strides
-    of its centre, and the largest of its four distances to the box sides is in the level's
-    size range (4 s, 8 s) (0 below P3, infinity above P7); of several such boxes, the one with
-    the smallest area. Images are padded with the empty box (0, 0, 0, 0), which no location
-    lies strictly inside, so padding never matches. Memory: a [B, A, m, 4] distance tensor
-    (m the most boxes in one image), B times torchvision's per-image peak (about 100 MB for
-    the ``paper`` preset with 50 boxes in an image).
+    anchors: [B, A, 4]; boxes: per image [m_b, 4] xyxy. Each location's candidates are
+    :func:`fcos_candidates`; of several, the box with the smallest area wins. Images are
+    padded with the empty box (0, 0, 0, 0), which no location lies strictly inside, so
+    padding never matches. Memory: a [B, m, A, 4] distance tensor (m the most boxes in one
+    image), B times torchvision's per-image peak (about 100 MB for the ``paper`` preset with
+    50 boxes in an image).
     """
     B, A = anchors.shape[:2]
     m = max((len(b) for b in boxes), default=0)
     if m == 0:
         return torch.full((B, A), -1, dtype=torch.long, device=anchors.device)
     gt = torch.nn.utils.rnn.pad_sequence(list(boxes), batch_first=True)  # [B, m, 4]
-    centres = (anchors[..., :2] + anchors[..., 2:]) / 2  # [B, A, 2]
-    size = anchors[..., 2] - anchors[..., 0]  # [B, A]: the level's stride
-    gt_centres = (gt[..., :2] + gt[..., 2:]) / 2  # [B, m, 2]
-    match = (centres[:, :, None] - gt_centres[:, None]).abs_().amax(3) < radius * size[..., None]
-    x, y = centres[..., 0, None], centres[..., 1, None]  # [B, A, 1]
-    x0, y0, x1, y1 = (gt[:, None, :, i] for i in range(4))  # [B, 1, m]
-    dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=3)  # [B, A, m, 4]
-    match &= dist.amin(3) > 0
-    lower, upper = size * 4, size * 8
-    lower[:, :num_per_level[0]] = 0
-    upper[:, -num_per_level[-1]:] = float("inf")
-    reach = dist.amax(3)
-    match &= (reach > lower[..., None]) & (reach < upper[..., None])
+    match = fcos_candidates(anchors, gt, num_per_level, radius)  # [B, m, A]
     area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])  # [B, m]
-    best, idx = (match.to(torch.float32) * (1e8 - area[:, None])).max(dim=2)  # smallest area
-    return idx.masked_fill(best < 1e-5, -1)
+    best, idx = (match.to(torch.float32) * (1e8 - area[..., None])).max(dim=1)  # smallest
+    return idx.masked_fill(best < 1e-5, -1)  # ties: the first box, as torchvision's
 
 
 def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
