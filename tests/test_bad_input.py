@@ -804,6 +804,30 @@ def test_synthetic_never_writes_over_a_dataset(tmp_path, capsys):
 COUNTED.append([("synthetic_existing", 1), ("synthetic_out_file", 1)])
 
 
+def test_assets_export_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    """``python -m blade.data.assets --export DIR``: a file given as DIR, or a different file
+    under an asset's name in DIR, is one error; nothing is written or changed; exporting into
+    a finished export again is harmless."""
+    from blade.data.assets import main
+
+    (tmp_path / "file").write_text("x")
+    one_error_line(*in_process(main, ["--export", tmp_path / "file"], capsys),
+                   r"file: --export is a file; give a folder")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "horse.png").write_bytes(b"my own horse")
+    one_error_line(*in_process(main, ["--export", mine], capsys),
+                   r"mine/horse\.png: exists and is not the asset horse\.png; .*nothing was written")
+    assert os.listdir(mine) == ["horse.png"] and (mine / "horse.png").read_bytes() == b"my own horse"
+    fresh = tmp_path / "fresh"
+    assert in_process(main, ["--export", fresh], capsys)[0] == 0
+    before = digest(fresh)
+    assert in_process(main, ["--export", fresh], capsys)[0] == 0 and digest(fresh) == before
+
+
+COUNTED.append([("assets_export_file", 1), ("assets_export_foreign_file", 1)])
+
+
 # -- blade.experiments -------------------------------------------------------------------------
 EXPERIMENTS_OPTIONS = table([
     ("only_empty", ["table1", "--only", ""], r"argument --only: no run names in ''"),

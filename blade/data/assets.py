@@ -71,19 +71,27 @@ def source_file(name: str) -> str:
 
 
 def export_assets(out: str) -> list:
-    """Copy every asset file, unchanged, into ``out`` (for ``BLADE_ASSETS_DIR``); the paths."""
+    """Copy every asset file, unchanged, into ``out`` (for ``BLADE_ASSETS_DIR``); the paths.
+
+    A file already there with the same bytes is kept (exporting twice is harmless); one with
+    other bytes is never replaced: the export stops before copying anything and names it."""
+    import filecmp
     import os
     import shutil
 
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: --export is a file; give a folder (new or holding an export)")
+    pairs = [(source_file(n), os.path.join(out, os.path.basename(source_file(n))))
+             for n in SKIMAGE_FILES + SKLEARN_FILES]
+    for src, dst in pairs:
+        if os.path.isdir(dst) or (os.path.exists(dst) and not filecmp.cmp(src, dst, shallow=False)):
+            raise ValueError(f"{dst}: exists and is not the asset {os.path.basename(src)}; "
+                             f"export into another folder (nothing was written)")
     os.makedirs(out, exist_ok=True)
-    written = []
-    for name in SKIMAGE_FILES + SKLEARN_FILES:
-        src = source_file(name)
-        dst = os.path.join(out, os.path.basename(src))
-        if not (os.path.exists(dst) and os.path.samefile(src, dst)):  # out = $BLADE_ASSETS_DIR
+    for src, dst in pairs:
+        if not os.path.exists(dst):  # same bytes already there: out = $BLADE_ASSETS_DIR too
             shutil.copyfile(src, dst)
-        written.append(dst)
-    return written
+    return [dst for _, dst in pairs]
 
 
 def _skimage_file(name: str) -> np.ndarray:
