@@ -4,6 +4,7 @@ and smoke runs never touching the committed results."""
 import dataclasses
 import json
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -581,3 +582,28 @@ def test_controller_norms_split_the_rows_as_the_model_does(checkpoint):
     assert norms["vis"][0] == pytest.approx(w[:n_v].norm().item())
     assert norms["amo"][0] == pytest.approx(w[n_v:n_a].norm().item())
     assert norms["reg"][1] == pytest.approx(ctrl.bias.detach()[n_a:].norm().item())
+
+
+def test_machine_twin_pairs_objects_and_refuses_a_run_that_is_not_a_twin(capsys):
+    """results/machine_twin.py: the paired per-object numbers by hand; the committed GPU run
+    read as its own twin differs by nothing; a run of another seed is refused by name."""
+    import pandas as pd
+
+    mt = _results_script("machine_twin")
+    idx = pd.MultiIndex.from_tuples([(1, 1), (1, 2), (2, 1), (3, 9)], names=["image_id", "ann_id"])
+    a = pd.Series([50.0, 80.0, 20.0, 99.0], index=idx)
+    b = pd.Series([60.0, 80.0, 35.0], index=idx[:3])  # object (3, 9) only in a: left out
+    got = mt.paired(a, b)
+    assert got["objects"] == 3 and got["mean_abs_diff"] == pytest.approx(25 / 3)
+    assert got["share_over_10"] == pytest.approx(1 / 3)  # |20 - 35| only; |50 - 60| is not > 10
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+    gpu = os.path.join(root, "cpu512", "var_occluded")
+    mt.main(["--twin", gpu, "--results", os.path.join(root, "cpu512")])
+    out = capsys.readouterr().out
+    same = [ln for ln in out.splitlines() if ln.startswith("twin - GPU run")]
+    assert len(same) == 3 and all(set(ln.split()[4:]) == {"0.0"} for ln in same)
+    assert len(re.findall(r"var_occluded here vs GPU \(machine\)\s+1338\s+0\.0+\s+0\.0+\s+1\.0+\n",
+                          out)) == 3
+    with pytest.raises(SystemExit, match=r"var_occluded_seed1/meta.json is not a twin .*'seed': "
+                                         r"\(0, 1\)"):
+        mt.main(["--twin", gpu + "_seed1", "--results", os.path.join(root, "cpu512")])
