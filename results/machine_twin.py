@@ -8,18 +8,21 @@ against the seed difference of the GPU runs (seeds 0, 1, 2 of the same configura
 level of the table (amodal IoU per occlusion level) and of each object (the same validation
 objects, paired).
 
-    python results/machine_twin.py --twin runs/twin_results/cpu512/var_occluded \
-        --twin-log runs/twin/cpu512/var_occluded/log.csv \
-        --csv results/cpu512/machine_twin.csv > results/cpu512/machine_twin.txt
+    python results/machine_twin.py --csv results/cpu512/machine_twin.csv \
+        > results/cpu512/machine_twin.txt
 
-Reads the committed results of the GPU runs (``--results``, default ``results/cpu512``) and the
-twin's result folder (``blade.experiments study ... --results runs/twin_results/cpu512``, not
-committed); ``--csv`` writes the tidy table (protocol, level, run, machine, iou_amodal in %).
+Reads the committed results of the GPU runs (``--results``, default ``results/cpu512``) and of
+the twin (``--twin``, default ``results/cpu512/twins/var_occluded``: the result folder that
+``blade.experiments study ... --results runs/twin_results/cpu512`` wrote, copied there; its
+``box/train_log.csv`` is the training log); ``--csv`` writes the tidy table (protocol, level,
+run, machine, iou_amodal in %). Folders under ``twins/`` hold no ``levels.csv`` of their own,
+so the study's tables never count a twin as a run of the setting.
 """
 
 import argparse
 import json
 import os
+import sys
 
 import pandas as pd
 
@@ -50,8 +53,10 @@ def paired(a: pd.Series, b: pd.Series) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--twin", required=True, help="the twin's result folder (trained here)")
-    p.add_argument("--twin-log", default=None, help="the twin's training log.csv")
+    p.add_argument("--twin", default="results/cpu512/twins/var_occluded",
+                   help="the twin's result folder (trained here)")
+    p.add_argument("--twin-log", default=None,
+                   help="the twin's training log.csv (default: its box/train_log.csv)")
     p.add_argument("--results", default="results/cpu512", help="the committed GPU runs")
     p.add_argument("--run", default="var_occluded", help="the run trained on both machines")
     p.add_argument("--seeds", nargs="+", default=["var_occluded_seed1", "var_occluded_seed2"],
@@ -62,7 +67,8 @@ def main(argv=None):
     gpu = os.path.join(args.results, args.run)
     meta = {name: json.load(open(os.path.join(f, "meta.json")))
             for name, f in (("GPU", gpu), ("twin", args.twin))}
-    print(f"# python results/machine_twin.py --twin {args.twin} (GPU runs in {args.results})")
+    given = argv if argv is not None else sys.argv[1:]
+    print(f"# python results/machine_twin.py {' '.join(map(str, given))}")
     for name, m in meta.items():
         print(f"# {name}: trained on {m.get('train_machine', m.get('machine'))}, "
               f"{m.get('weights', 'float32 checkpoint')}, {m.get('iterations')} iterations, "
@@ -118,9 +124,10 @@ def main(argv=None):
     table = pd.DataFrame(out).set_index(["protocol", "pair"])
     print(table.round(3).to_string())
 
-    if args.twin_log:
+    twin_log = args.twin_log or os.path.join(args.twin, "box", "train_log.csv")
+    if os.path.exists(twin_log):
         gpu_log = pd.read_csv(os.path.join(gpu, "box", "train_log.csv"), index_col="iteration")
-        twin_log = pd.read_csv(args.twin_log, index_col="iteration")
+        twin_log = pd.read_csv(twin_log, index_col="iteration")
         terms = [c for c in gpu_log.columns if c not in ("lr", "sec_per_it")]
         print("\n## training logs: the first logged row (same initial weights and batches: "
               "close agreement means the same scenes), and the mean of the last 10 rows")

@@ -604,6 +604,9 @@ def test_machine_twin_pairs_objects_and_refuses_a_run_that_is_not_a_twin(capsys)
     assert len(same) == 3 and all(set(ln.split()[4:]) == {"0.0"} for ln in same)
     assert len(re.findall(r"var_occluded here vs GPU \(machine\)\s+1338\s+0\.0+\s+0\.0+\s+1\.0+\n",
                           out)) == 3
+    from blade.collect import collect_runs  # the committed twin is no run of the setting
+
+    assert "twins" not in set(collect_runs(os.path.join(root, "cpu512"))["run"])
     with pytest.raises(SystemExit, match=r"var_occluded_seed1/meta.json is not a twin .*'seed': "
                                          r"\(0, 1\)"):
         mt.main(["--twin", gpu + "_seed1", "--results", os.path.join(root, "cpu512")])
