@@ -587,8 +587,6 @@ def test_controller_norms_split_the_rows_as_the_model_does(checkpoint):
 def test_machine_twin_pairs_objects_and_refuses_a_run_that_is_not_a_twin(capsys):
     """results/machine_twin.py: the paired per-object numbers by hand; the committed GPU run
     read as its own twin differs by nothing; a run of another seed is refused by name."""
-    import pandas as pd
-
     mt = _results_script("machine_twin")
     idx = pd.MultiIndex.from_tuples([(1, 1), (1, 2), (2, 1), (3, 9)], names=["image_id", "ann_id"])
     a = pd.Series([50.0, 80.0, 20.0, 99.0], index=idx)
