@@ -156,16 +156,30 @@ def _run_all(page):
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
 
-def _accept_kernel_dialog(page):
+def _kernel_started(url, token, name) -> bool:
+    """The server has a session for notebook ``name`` whose kernel is up (idle or busy)."""
+    import json
+
+    with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=5) as r:
+        sessions = json.load(r)
+    return any(s.get("path", "").endswith(name) and (s.get("kernel") or {}).get(
+        "execution_state") in ("idle", "busy") for s in sessions)
+
+
+def _accept_kernel_dialog(page, url, token, name):
     """JupyterLab may ask which kernel to start; take the preselected one (Python 3), as a
-    person would."""
+    person would. Usually it starts the notebook's kernel on its own: then this returns as soon
+    as the server reports that kernel up, instead of waiting out the dialog's 15 s."""
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-    try:
-        dialog.wait_for(timeout=15_000)
-    except Exception:  # no dialog: the kernel started on its own
-        return
-    dialog.locator("button", has_text="Select").first.click()
-    dialog.wait_for(state="detached", timeout=15_000)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if dialog.count():
+            dialog.locator("button", has_text="Select").first.click()
+            dialog.wait_for(state="detached", timeout=15_000)
+            return
+        if _kernel_started(url, token, name):
+            return
+        time.sleep(0.25)
 
 
 def _fail_on_dialog(page):
@@ -204,7 +218,7 @@ def test_notebook_in_jupyterlab(lab_page, name):
     page.goto(f"{url}/lab/tree/{name}?token={token}&reset")
     try:
         page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=60_000)
-        _accept_kernel_dialog(page)
+        _accept_kernel_dialog(page, url, token, name)
         _run_all(page)
         _wait_until_done(page, n_code)
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
