@@ -437,15 +437,14 @@ def bootstrap_levels(rows, value: str = "iou_amodal", n: int = 1000, seed: int =
 def _coco_records(i, item, out, images, gts, dets):
     """Append image ``i``'s COCO records: its entry, its ground truths (amodal and visible
     masks, RLE) and the model's detections ``out`` (RLE, one pycocotools call per kind)."""
-    from .data.masks import encode, encode_many, rle_area, rle_box
+    from .data.masks import encode_many, rle_area, rle_box
 
     h, w = item["image"].shape[-2:]
     images.append({"id": i + 1, "height": int(h), "width": int(w)})
     for kind in ("amodal", "visible"):
-        for k, m in enumerate(item[f"{kind}_masks"].numpy()):
-            if not m.any():
-                continue
-            rle = encode(m)
+        masks = item[f"{kind}_masks"].numpy()  # [k,H,W]
+        kept = np.flatnonzero(masks.reshape(len(masks), -1).any(1))  # empty masks left out
+        for k, rle in zip(kept, encode_many(masks[kept])):
             x1, y1, x2, y2 = rle_box(rle).tolist()
             gts[kind].append({
                 "id": len(gts[kind]) + 1, "image_id": i + 1, "iscrowd": 0,

@@ -26,7 +26,9 @@ import sys
 
 import pandas as pd
 
-PROTOCOLS = {"detections": "", "box": "box", "box_match": "box_match"}  # name: sub-folder
+from blade.collect import prompt_dir
+from blade.model import PROMPTS
+
 LEVELS = ["FG-0", "FG-1", "FG-2", "FG-3", "mean"]
 
 
@@ -82,12 +84,11 @@ def main(argv=None):
     print("# the two configurations are identical (meta.json 'config')")
 
     rows = []
-    for protocol, sub in PROTOCOLS.items():
-        runs = {f"{args.run} (GPU)": os.path.join(gpu, sub),
-                f"{args.run} (here)": os.path.join(args.twin, sub)}
-        runs.update({f"{s} (GPU)": os.path.join(args.results, s, sub) for s in args.seeds})
+    for protocol in PROMPTS:
+        runs = {f"{args.run} (GPU)": gpu, f"{args.run} (here)": args.twin}
+        runs.update({f"{s} (GPU)": os.path.join(args.results, s) for s in args.seeds})
         for label, folder in runs.items():
-            for level, value in levels(folder).items():
+            for level, value in levels(prompt_dir(folder, protocol)).items():
                 rows.append({"protocol": protocol, "level": level, "run": label.split(" ")[0],
                              "machine": label.split(" ")[1].strip("()"), "iou_amodal": value})
     tidy = pd.DataFrame(rows)
@@ -96,7 +97,7 @@ def main(argv=None):
 
     print("\n## amodal IoU (%) per occlusion level: the twin against the GPU run, and the "
           "GPU seeds' spread")
-    for protocol in PROTOCOLS:
+    for protocol in PROMPTS:
         t = tidy[tidy["protocol"] == protocol]
         wide = t.pivot_table(index=["run", "machine"], columns="level", values="iou_amodal",
                              sort=False)[LEVELS]
@@ -117,16 +118,18 @@ def main(argv=None):
                       os.path.join(args.results, args.seeds[0]),
                       os.path.join(args.results, args.seeds[1])))
     out = []
-    for protocol, sub in PROTOCOLS.items():
+    for protocol in PROMPTS:
         for name, a, b in pairs:
             out.append({"protocol": protocol, "pair": name,
-                        **paired(objects(os.path.join(a, sub)), objects(os.path.join(b, sub)))})
+                        **paired(objects(prompt_dir(a, protocol)),
+                                 objects(prompt_dir(b, protocol)))})
     table = pd.DataFrame(out).set_index(["protocol", "pair"])
     print(table.round(3).to_string())
 
-    twin_log = args.twin_log or os.path.join(args.twin, "box", "train_log.csv")
+    twin_log = args.twin_log or os.path.join(prompt_dir(args.twin, "box"), "train_log.csv")
     if os.path.exists(twin_log):
-        gpu_log = pd.read_csv(os.path.join(gpu, "box", "train_log.csv"), index_col="iteration")
+        gpu_log = pd.read_csv(os.path.join(prompt_dir(gpu, "box"), "train_log.csv"),
+                              index_col="iteration")
         twin_log = pd.read_csv(twin_log, index_col="iteration")
         terms = [c for c in gpu_log.columns if c not in ("lr", "sec_per_it")]
         print("\n## training logs: the first logged row (same initial weights and batches: "

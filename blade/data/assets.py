@@ -81,8 +81,8 @@ def export_assets(out: str) -> list:
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"{out}: --export is a file; give a folder (new or holding an export)")
-    pairs = [(source_file(n), os.path.join(out, os.path.basename(source_file(n))))
-             for n in SKIMAGE_FILES + SKLEARN_FILES]
+    pairs = [(src, os.path.join(out, os.path.basename(src)))
+             for src in map(source_file, SKIMAGE_FILES + SKLEARN_FILES)]
     for src, dst in pairs:
         if os.path.isdir(dst) or (os.path.exists(dst) and not filecmp.cmp(src, dst, shallow=False)):
             raise ValueError(f"{dst}: exists and is not the asset {os.path.basename(src)}; "

@@ -28,10 +28,14 @@ def where(ann_file, ann_id, key=None) -> str:
     return f"{loc}, key '{key}'" if key else loc
 
 
+def _json_rle(rle: dict) -> dict:
+    """pycocotools' RLE (bytes counts, numpy sizes) -> ``{"size": [H, W], "counts": str}``."""
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def encode(mask: np.ndarray) -> dict:
     """bool/uint8 [H,W] -> JSON-ready compressed RLE ``{"size": [H, W], "counts": str}``."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return _json_rle(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)))
 
 
 def encode_many(masks: np.ndarray) -> list:
@@ -40,8 +44,7 @@ def encode_many(masks: np.ndarray) -> list:
     if len(masks) == 0:
         return []
     rles = mask_utils.encode(np.asfortranarray(np.moveaxis(masks, 0, -1), dtype=np.uint8))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")}
-            for r in rles]
+    return [_json_rle(r) for r in rles]
 
 
 def is_number(value) -> bool:
